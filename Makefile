@@ -1,0 +1,27 @@
+# Two commands do all set-up on a fresh machine:
+#   make bench   creates .venv (once), installs stitching, runs the default digits benchmark
+#   make test    creates .venv (once), installs stitching, runs the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE ?= 1
+export WANDB_MODE ?= offline
+
+.PHONY: bench test lint install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+bench: $(STAMP)
+	$(VENV)/bin/stitching bench
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check stitching tests benchmarks
