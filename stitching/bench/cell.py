@@ -1,0 +1,192 @@
+"""One benchmark cell: stitch a source front into a target back at one pair of cuts and score it.
+
+``run_cell(cell, store_dir)`` is the only function executors call. It skips a cell whose record exists,
+checkpoints adapter training so a preempted job resumes, and writes one self-describing record atomically.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stitching.bench.context import CellContext
+from stitching.bench.record import make_record
+from stitching.bench.store import ResultStore
+from stitching.bench.suite import Recipe
+from stitching.bench.train import accuracy, predict, train_adapter
+
+_DEFAULT_CONTEXT: CellContext | None = None
+
+
+def default_context() -> CellContext:
+    """The process-wide context, so consecutive cells in one process share models and activations."""
+    global _DEFAULT_CONTEXT
+    if _DEFAULT_CONTEXT is None:
+        _DEFAULT_CONTEXT = CellContext()
+    return _DEFAULT_CONTEXT
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        yield
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def run_cell(cell: dict[str, Any], store_dir: str | Path, context: CellContext | None = None) -> dict[str, Any]:
+    """Run one cell (or return its existing record) and store its record under ``store_dir``."""
+    store = ResultStore(store_dir)
+    if store.has(cell["cell_id"]):
+        return store.read(cell["cell_id"])
+    ctx = context or default_context()
+    work_dir = Path(store_dir) / "work" / cell["cell_id"]
+    timer = _Timer()
+    metrics, extra = _score_cell(cell["config"], ctx, timer, work_dir)
+    record = make_record(cell, metrics, timer.seconds, **extra)
+    store.write(record)
+    for leftover in work_dir.glob("*.pt"):
+        leftover.unlink()
+    if work_dir.is_dir() and not any(work_dir.iterdir()):
+        work_dir.rmdir()
+    return record
+
+
+def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -> tuple[dict, dict]:
+    from stitching.adapters import AdapterConfig, create_adapter
+    from stitching.cuts import list_cuts, split_model
+
+    dataset = config["dataset"]
+    recipe = Recipe(**config["recipe"])
+    with timer("data"):
+        datamodule = ctx.datamodule(dataset)
+        num_classes = datamodule.num_classes
+        labels = {split: ctx.labels(dataset, split) for split in ("train", "val", "test")}
+    with timer("base_models"):
+        source, source_info = ctx.model(config["source"], num_classes)
+        target, target_info = ctx.model(config["target"], num_classes)
+    src_cut = _find_cut(list_cuts(source), config["source_cut"])
+    tgt_cut = _find_cut(list_cuts(target), config["target_cut"])
+    src_front, src_back = split_model(source, src_cut)
+    tgt_front, tgt_back = split_model(target, tgt_cut)
+
+    with timer("activations"):
+        src_id = {"model": config["source"], "cut": src_cut.name}
+        tgt_id = {"model": config["target"], "cut": tgt_cut.name}
+        xs = {s: ctx.front_activations(src_id, src_front, dataset, s) for s in ("train", "val", "test")}
+        yt = {s: ctx.front_activations(tgt_id, tgt_front, dataset, s) for s in ("train", "test")}
+
+    m: dict[str, float] = {}
+    with timer("baselines"):
+        target_logits = predict(tgt_back, yt["test"], device=ctx.device)
+        m["target_acc"] = accuracy(target_logits, labels["test"])
+        m["source_acc"] = accuracy(predict(src_back, xs["test"], device=ctx.device), labels["test"])
+        target_pred = target_logits.argmax(1)
+
+    src_spec = _spec(xs["test"], src_cut)
+    tgt_spec = _spec(yt["test"], tgt_cut)
+    adapter_config = AdapterConfig(**config["adapter"])
+
+    def build(init: str, inputs: torch.Tensor, seed: int):
+        torch.manual_seed(seed)
+        data = _pairs(inputs, yt["train"], recipe.batch_size * 4) if init == "lstsq" else None
+        return create_adapter(src_spec, tgt_spec, adapter_config, init=init, data=data, ridge=recipe.ridge)
+
+    def stitched(adapter, inputs):
+        return predict(lambda z: tgt_back(adapter(z)), inputs, device=ctx.device)
+
+    seed = config["stitch_seed"]
+    with timer("lstsq"):
+        lstsq = build("lstsq", xs["train"], seed).to(ctx.device).eval()
+        m["lstsq_acc"] = accuracy(stitched(lstsq, xs["test"]), labels["test"])
+    with timer("adapter_init"):
+        adapter = lstsq if config["init"] == "lstsq" else build(config["init"], xs["train"], seed).to(ctx.device)
+        m["init_acc"] = accuracy(stitched(adapter.eval(), xs["test"]), labels["test"])
+    with timer("train"):
+        log = train_adapter(adapter, tgt_back, xs["train"], labels["train"], recipe, seed=seed,
+                            val=(xs["val"], labels["val"]), device=ctx.device, checkpoint=work_dir / "adapter.pt")
+    with timer("eval"):
+        logits = stitched(adapter, xs["test"])
+        m["stitched_acc"] = accuracy(logits, labels["test"])
+        m["agreement"] = (logits.argmax(1) == target_pred).float().mean().item()
+        m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
+        m["penalty"] = m["target_acc"] - m["stitched_acc"]
+
+    if "random_source" in config["controls"]:
+        with timer("control"):
+            m.update(_random_source_control(config, ctx, src_cut, tgt_back, labels, recipe, build, stitched,
+                                            work_dir, num_classes))
+        m["control_penalty"] = m["target_acc"] - m["control_acc"]
+
+    with timer("alignment"):
+        m.update(_alignment(config, xs["test"], yt["test"], src_cut, tgt_cut))
+
+    extra = {
+        "adapter_params": sum(p.numel() for p in adapter.parameters() if p.requires_grad),
+        "training": {"epochs": log.epochs, "steps": log.steps, "resumed_from_epoch": log.resumed_from_epoch},
+        "base_models": {"source": source_info, "target": target_info},
+        "specs": {"source": _spec_dict(src_spec), "target": _spec_dict(tgt_spec)},
+    }
+    return m, extra
+
+
+def _random_source_control(config, ctx, src_cut, tgt_back, labels, recipe, build, stitched, work_dir,
+                           num_classes) -> dict[str, float]:
+    """The same cell with an untrained source of the same architecture."""
+    from stitching.cuts import split_model
+
+    seed = config["stitch_seed"]
+    random_source = ctx.random_model(config["source"]["name"], seed, num_classes)
+    front, _ = split_model(random_source, src_cut.name)
+    identity = {"random": config["source"]["name"], "seed": seed, "cut": src_cut.name}
+    xr = {s: ctx.front_activations(identity, front, config["dataset"], s) for s in ("train", "val", "test")}
+    adapter = build(config["init"], xr["train"], seed).to(ctx.device)
+    control_init = accuracy(stitched(adapter.eval(), xr["test"]), labels["test"])
+    train_adapter(adapter, tgt_back, xr["train"], labels["train"], recipe, seed=seed,
+                  val=(xr["val"], labels["val"]), device=ctx.device, checkpoint=work_dir / "control.pt")
+    return {"control_init_acc": control_init, "control_acc": accuracy(stitched(adapter, xr["test"]), labels["test"])}
+
+
+def _alignment(config, xs, yt, src_cut, tgt_cut) -> dict[str, float]:
+    from stitching.metrics import get_metric, reduce_activation
+
+    if not config["metrics"]:
+        return {}
+    n = min(len(xs), config["metric_samples"])
+    rule = config["metric_reduction"]
+    x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=src_cut.spec.num_prefix_tokens)
+    y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=tgt_cut.spec.num_prefix_tokens)
+    return {name: float(get_metric(name)(x, y)) for name in config["metrics"]}
+
+
+def _pairs(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
+    for i in range(0, len(inputs), batch_size):
+        yield inputs[i : i + batch_size].float(), targets[i : i + batch_size].float()
+
+
+def _find_cut(cuts, name: str):
+    for cut in cuts:
+        if cut.name == name:
+            return cut
+    raise ValueError(f"unknown cut {name!r}; valid cuts: {', '.join(c.name for c in cuts)}")
+
+
+def _spec(activation: torch.Tensor, cut):
+    from stitching.cuts import ActivationSpec
+
+    grid = cut.spec.grid if activation.ndim == 3 else None
+    if grid is not None and grid[0] * grid[1] != activation.shape[1] - cut.spec.num_prefix_tokens:
+        grid = None  # the dataset's input size differs from the model's default: infer a square grid
+    return ActivationSpec.from_tensor(activation[:1], cut.spec.num_prefix_tokens, grid)
+
+
+def _spec_dict(spec) -> dict:
+    return {"layout": spec.layout, "channels": spec.channels, "grid": list(spec.grid),
+            "num_prefix_tokens": spec.num_prefix_tokens}

@@ -1,0 +1,223 @@
+"""Expand a suite into fully resolved cell configs, each with a stable id hashed from its content."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import itertools
+import json
+from collections.abc import Callable, Sequence
+from functools import cache
+from typing import Any
+
+from stitching.bench.suite import CONTROLS, ModelEntry, Suite, SuiteError
+
+INITS = ("random", "identity", "lstsq")
+
+
+def cell_id(config: dict[str, Any]) -> str:
+    """Stable 12-hex-digit id: sha256 of the canonical JSON of the cell config."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+@cache
+def model_cuts(name: str) -> tuple:
+    """Cut points of an (untrained) model; cuts do not depend on weights."""
+    from stitching.cuts import list_cuts
+    from stitching.models import create_model
+
+    return tuple(list_cuts(create_model(name, pretrained=False)))
+
+
+def model_instance(key: str, entry: ModelEntry, seed: int) -> dict[str, Any]:
+    """The JSON-able description of one base model (what the model store needs to build or load it)."""
+    checkpoint = entry.checkpoint.format(seed=seed) if entry.checkpoint else None
+    return {
+        "key": key,
+        "name": entry.name,
+        "seed": seed,
+        "train": entry.train,
+        "pretrained": entry.pretrained,
+        "checkpoint": checkpoint,
+    }
+
+
+def model_pairs(suite: Suite) -> list[tuple[dict, dict, str]]:
+    """(source instance, target instance, kind) for every pair the suite asks for, in a stable order."""
+    models = suite.models
+    pairs: list[tuple[dict, dict, str]] = []
+    spec = suite.pairs
+
+    def add(src_key: str, src_seed: int, tgt_key: str, tgt_seed: int, kind: str) -> None:
+        pairs.append(
+            (
+                model_instance(src_key, models[src_key], src_seed),
+                model_instance(tgt_key, models[tgt_key], tgt_seed),
+                kind,
+            )
+        )
+
+    if spec.include_self:
+        for key, entry in models.items():
+            add(key, entry.seeds[0], key, entry.seeds[0], "self")
+    if spec.mode == "explicit":
+        for src_key, tgt_key in spec.explicit:
+            kind = "same_arch" if models[src_key].name == models[tgt_key].name else "cross_arch"
+            _add_seed_pairs(add, src_key, models[src_key], tgt_key, models[tgt_key], kind, spec.cross_seeds)
+        return pairs
+    for src_key, tgt_key in itertools.product(models, repeat=2):
+        same = src_key == tgt_key
+        if same and spec.mode in ("all", "same_arch"):
+            for s, t in itertools.permutations(models[src_key].seeds, 2):
+                add(src_key, s, tgt_key, t, "same_arch")
+        elif not same and spec.mode in ("all", "cross_arch"):
+            _add_seed_pairs(add, src_key, models[src_key], tgt_key, models[tgt_key], "cross_arch", spec.cross_seeds)
+    return pairs
+
+
+def _add_seed_pairs(add, src_key, src, tgt_key, tgt, kind, cross_seeds) -> None:
+    if src_key == tgt_key:
+        for s, t in itertools.permutations(src.seeds, 2):
+            add(src_key, s, tgt_key, t, kind)
+    elif cross_seeds == "first":
+        add(src_key, src.seeds[0], tgt_key, tgt.seeds[0], kind)
+    else:
+        for s, t in zip(src.seeds, tgt.seeds, strict=False):
+            add(src_key, s, tgt_key, t, kind)
+
+
+def _select_cuts(suite: Suite, key: str, cuts: Sequence, problems: list[str]) -> list:
+    """The suite's cuts for one model, as CutPoints, in the order the suite lists them."""
+    by_name = {c.name: c for c in cuts}
+    if key in suite.cuts.names:
+        chosen = []
+        for name in suite.cuts.names[key]:
+            if name in by_name:
+                chosen.append(by_name[name])
+            else:
+                close = difflib.get_close_matches(name, by_name, n=3)
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                problems.append(
+                    f"models.{key}: unknown cut {name!r}; {hint}valid cuts: {', '.join(by_name)}"
+                )
+        return chosen
+    chosen = []
+    for depth in suite.cuts.depths:
+        if not 0.0 <= depth <= 1.0:
+            problems.append(f"cuts.depths: {depth} is outside [0, 1]")
+            continue
+        chosen.append(min(cuts, key=lambda c: (abs(c.depth - depth), c.depth)))
+    return chosen
+
+
+def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cuts) -> list[dict[str, Any]]:
+    """Every cell of the suite as a resolved config with its ``cell_id``; all problems raised at once."""
+    problems = validate_static(suite)
+    cuts_by_key: dict[str, list] = {}
+    for key, entry in suite.models.items():
+        try:
+            cuts = cut_lister(entry.name)
+        except Exception as err:  # unknown model or unsupported family: report, keep checking the rest
+            problems.append(f"models.{key}: {err}")
+            continue
+        cuts_by_key[key] = _select_cuts(suite, key, cuts, problems)
+    if problems:
+        raise SuiteError(suite.source_path or suite.name, problems)
+
+    cells = []
+    for source, target, kind in model_pairs(suite):
+        src_cuts, tgt_cuts = cuts_by_key[source["key"]], cuts_by_key[target["key"]]
+        if suite.cuts.mode == "matrix":
+            cut_pairs = list(itertools.product(src_cuts, tgt_cuts))
+        else:
+            cut_pairs = list(zip(src_cuts, tgt_cuts, strict=False))
+        for (src_cut, tgt_cut), adapter, init, stitch_seed in itertools.product(
+            cut_pairs, suite.adapters, suite.inits, suite.stitch_seeds
+        ):
+            if init == "identity" and src_cut.spec.channels != tgt_cut.spec.channels:
+                continue  # identity init needs equal channels; other inits cover this cut pair
+            config = {
+                "dataset": suite.dataset,
+                "source": source,
+                "target": target,
+                "pair_kind": kind,
+                "source_cut": src_cut.name,
+                "target_cut": tgt_cut.name,
+                "source_depth": round(src_cut.depth, 4),
+                "target_depth": round(tgt_cut.depth, 4),
+                "adapter": adapter,
+                "init": init,
+                "stitch_seed": stitch_seed,
+                "recipe": dataclasses.asdict(suite.recipe),
+                "controls": list(suite.controls),
+                "metrics": list(suite.metrics),
+                "metric_reduction": suite.metric_reduction,
+                "metric_samples": suite.metric_samples,
+            }
+            cells.append({"cell_id": cell_id(config), "suite": {"name": suite.name, "version": suite.version},
+                          "config": config})
+    return cells
+
+
+def validate_static(suite: Suite) -> list[str]:
+    """Problems that need no model: names of inits, controls, metrics, adapters, pairs, seeds."""
+    problems = []
+    if not suite.models:
+        problems.append("models: the suite names no model")
+    for key, entry in suite.models.items():
+        if not entry.seeds:
+            problems.append(f"models.{key}.seeds: give at least one seed")
+        if entry.train and entry.pretrained:
+            problems.append(f"models.{key}: 'train' and 'pretrained' exclude each other; choose one")
+    for init in suite.inits:
+        if init not in INITS:
+            problems.append(f"inits: unknown init {init!r}; valid: {', '.join(INITS)}")
+    for control in suite.controls:
+        if control not in CONTROLS:
+            problems.append(f"controls: unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+    for src_key, tgt_key in suite.pairs.explicit:
+        for k in (src_key, tgt_key):
+            if k not in suite.models:
+                problems.append(f"pairs.explicit: unknown model key {k!r}; keys: {', '.join(suite.models)}")
+    for key in suite.cuts.names:
+        if key not in suite.models:
+            problems.append(f"cuts.names: unknown model key {key!r}; keys: {', '.join(suite.models)}")
+    problems += _adapter_problems(suite.adapters)
+    problems += _metric_problems(suite.metrics, suite.metric_reduction)
+    problems += _dataset_problems(suite.dataset)
+    return problems
+
+
+def _adapter_problems(adapters: list[dict]) -> list[str]:
+    from stitching.adapters import AdapterConfig
+
+    problems = []
+    for i, options in enumerate(adapters):
+        try:
+            AdapterConfig(**options)
+        except (TypeError, ValueError) as err:
+            problems.append(f"adapters[{i}]: {err}")
+    return problems
+
+
+def _metric_problems(metrics: list[str], reduction: str) -> list[str]:
+    from stitching.metrics import list_metrics
+
+    known = list_metrics()
+    problems = []
+    for name in metrics:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            problems.append(f"metrics: unknown metric {name!r}; {hint}valid: {', '.join(known)}")
+    if reduction not in ("mean", "flatten", "cls"):
+        problems.append(f"metric_reduction: {reduction!r} is not one of 'mean', 'flatten', 'cls'")
+    return problems
+
+
+def _dataset_problems(dataset: dict) -> list[str]:
+    from stitching.bench.data import dataset_problems
+
+    return dataset_problems(dataset)

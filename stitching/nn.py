@@ -1,0 +1,15 @@
+"""Small module utilities shared by the Lightning modules and the benchmark runner."""
+
+from __future__ import annotations
+
+from torch import nn
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop gradients into ``module``'s parameters and put it in eval mode (BatchNorm statistics stay fixed)."""
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def num_trainable_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
