@@ -1,0 +1,253 @@
+"""The adapter module: source activation -> [BN] -> 1x1 conv (or rank-r pair) -> [BN] -> target activation.
+
+Shape handling (see also :mod:`stitching.adapters.layout`):
+
+- Channels: the 1x1 conv maps C_in to C_out (through r channels when ``rank`` is set).
+- Spatial size: the source's patch grid is resampled to the target's grid *before* the channel map
+  (``resample``: antialiased bilinear by default, so upsampling interpolates and downsampling low-pass
+  filters; "area" = adaptive average pooling; "nearest"). Resampling is per channel and the 1x1 conv per
+  position, so the order only changes the cost.
+- Internally every position is a column of a (N, C, L) tensor, so the same BatchNorm1d / kernel-1 Conv1d
+  (a 1x1 conv on the flattened grid, a per-token linear map on tokens) serves all layouts.
+- Feature map -> tokens: the grid is flattened row-major; the target's prefix tokens are a learned vector
+  per prefix token (``adapter.prefix``, (P, C_out)), initialised from the target's mean prefix activation
+  when data is given, zeros otherwise.
+- Tokens -> feature map: prefix tokens are dropped and the patch tokens reshaped to the (H, W) grid
+  (non-square grids included).
+- Tokens -> tokens: with the same number P > 0 of prefix tokens on both sides, prefix tokens go through
+  the same BN / linear map as patch tokens (and share the BN statistics); otherwise the source's are dropped
+  and the target's are learned as above.
+
+Initialisations: ``random`` (PyTorch's default conv init), ``identity`` (the conv is the identity; needs
+equal channel counts and full rank; BatchNorms keep their defaults, so the adapter is exactly the
+identity in eval mode) and ``lstsq`` (closed-form ridge regression of the target activation on the source
+activation, every position/token a sample row, see :class:`RidgeRegression`). With ``lstsq`` the
+BatchNorms are set from the data so that the adapter computes the ridge prediction at initialisation, in
+eval mode exactly and in train mode up to batch-vs-data statistics: the pre-BN gets the source's running
+mean/variance (affine 1/0, and the conv regresses on the normalised input); the post-BN gets the conv
+output's mean/variance as running stats *and* as its affine bias/weight, so it is the identity on that
+distribution. With ``rank``, ``lstsq`` is reduced-rank ridge regression (fitted values projected onto
+their top-r principal directions), not a truncated SVD of the full solution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from stitching.adapters.config import AdapterConfig
+from stitching.adapters.layout import check_input, check_spec, from_sequence, resample, to_feature_map
+from stitching.adapters.lstsq import RidgeRegression
+from stitching.cuts._spec import ActivationSpec
+
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+class Adapter(nn.Module):
+    """Maps a batch of ``source``-spec activations to ``target``-spec activations (built randomly
+    initialised; use :func:`create_adapter`, or ``init_identity_`` / ``init_lstsq_``)."""
+
+    def __init__(self, source: ActivationSpec, target: ActivationSpec, config: AdapterConfig | None = None):
+        super().__init__()
+        config = config or AdapterConfig()
+        _validate(source, target, config)
+        self.source, self.target, self.config = source, target, config
+        c_in, c_out, rank = source.channels, target.channels, config.rank
+        self.norm_pre = nn.BatchNorm1d(c_in) if config.norm_pre else nn.Identity()
+        if rank is None:
+            self.proj = nn.Conv1d(c_in, c_out, 1, bias=config.bias)
+        else:
+            self.proj = nn.Sequential(
+                nn.Conv1d(c_in, rank, 1, bias=False), nn.Conv1d(rank, c_out, 1, bias=config.bias)
+            )
+        self.norm_post = nn.BatchNorm1d(c_out) if config.norm_post else nn.Identity()
+        p_src, p_tgt = source.num_prefix_tokens, target.num_prefix_tokens
+        # Prefix tokens are mapped like patch tokens only when both sides have the same number of them.
+        self.map_prefix = source.layout == target.layout == "nld" and p_src == p_tgt > 0
+        learn_prefix = target.layout == "nld" and p_tgt > 0 and not self.map_prefix
+        self.prefix = nn.Parameter(torch.zeros(p_tgt, c_out)) if learn_prefix else None
+        self.fit_stats: dict[str, float] = {}
+
+    @property
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    def extra_repr(self) -> str:
+        return f"source={self.source}, target={self.target}, map_prefix={self.map_prefix}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.source, "source")
+        z = self.norm_post(self.proj(self.norm_pre(self._source_positions(x))))
+        prefix = None
+        if self.map_prefix:
+            p = self.target.num_prefix_tokens
+            prefix, z = z[:, :, :p].transpose(1, 2), z[:, :, p:]
+        elif self.prefix is not None:
+            prefix = self.prefix.expand(x.shape[0], -1, -1)
+        return from_sequence(z, self.target, prefix)
+
+    def _source_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """Source activation -> (N, C_in, L): the target grid's positions, mapped prefix tokens first."""
+        fmap, prefix = to_feature_map(x, self.source)
+        z = resample(fmap, self.target.grid, self.config.resample).flatten(2)
+        return torch.cat([prefix.transpose(1, 2), z], dim=2) if self.map_prefix else z
+
+    def _target_positions(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Target activation -> ((N, C_out, L) regression targets, learned-prefix targets (N, P, C_out))."""
+        fmap, prefix = to_feature_map(y, self.target)
+        z = fmap.flatten(2)
+        if self.map_prefix:
+            return torch.cat([prefix.transpose(1, 2), z], dim=2), None
+        return z, prefix
+
+    @torch.no_grad()
+    def init_identity_(self) -> Adapter:
+        """Set the 1x1 conv to the identity (and its bias to zero)."""
+        _check_identity(self.source, self.target, self.config)
+        self.proj.weight.copy_(torch.eye(self.source.channels)[:, :, None])
+        if self.proj.bias is not None:
+            self.proj.bias.zero_()
+        return self
+
+    @torch.no_grad()
+    def init_prefix_(self, batches: Batches) -> Adapter:
+        """Set the learned prefix tokens to the target's mean prefix activation over ``batches`` (one pass)."""
+        self._fit(batches, ridge=None)
+        return self
+
+    @torch.no_grad()
+    def init_lstsq_(self, batches: Batches, ridge: float | None = None) -> Adapter:
+        """Closed-form ridge initialisation from one pass over (source_act, target_act) batches.
+
+        ``ridge`` is relative (lambda = ridge * trace(Xc^T Xc) / C_in); default ``config.ridge``. Also sets
+        the BatchNorms and learned prefix tokens from the data; ``fit_stats`` gets the training R^2.
+        """
+        self._fit(batches, ridge=self.config.ridge if ridge is None else ridge)
+        return self
+
+    def _fit(self, batches: Batches, ridge: float | None) -> None:
+        c_in, c_out = self.source.channels, self.target.channels
+        fit_intercept = self.config.bias or self.config.norm_post
+        reg, prefix_sum, n_images = None, 0.0, 0
+        for i, (src, tgt) in enumerate(batches):
+            check_input(src, self.source, f"source (data batch {i})")
+            check_input(tgt, self.target, f"target (data batch {i})")
+            if src.shape[0] != tgt.shape[0]:
+                raise ValueError(
+                    f"data batch {i}: {src.shape[0]} source vs {tgt.shape[0]} target activations"
+                )
+            ys, prefix = self._target_positions(tgt.double())
+            if prefix is not None:
+                prefix_sum, n_images = prefix_sum + prefix.sum(0), n_images + prefix.shape[0]
+            if ridge is not None:
+                xs = self._source_positions(src.double())
+                reg = reg or RidgeRegression(c_in, c_out, fit_intercept=fit_intercept, device=src.device)
+                reg.update(xs.transpose(1, 2).reshape(-1, c_in), ys.transpose(1, 2).reshape(-1, c_out))
+        if (ridge is not None and reg is None) or (self.prefix is not None and n_images == 0):
+            raise ValueError("no data: the batches iterable was empty")
+        if self.prefix is not None:
+            self.prefix.copy_(prefix_sum / n_images)
+        if reg is not None:
+            self._set_lstsq(reg, ridge)
+
+    def _set_lstsq(self, reg: RidgeRegression, ridge: float) -> None:
+        if self.config.norm_pre:  # regress on the normalised input the conv will actually see
+            bn, mean, var = self.norm_pre, reg.mean_x, reg.cov_x.diagonal().clamp_min(0)
+            bn.reset_parameters()
+            bn.running_mean.copy_(mean), bn.running_var.copy_(var)
+            reg = reg.affine_input(mean, (var + bn.eps).sqrt())
+        if self.config.rank is None:
+            weight, bias = reg.solve(ridge)
+            self.proj.weight.copy_(weight[:, :, None])
+        else:
+            down, up, bias = reg.solve_reduced_rank(ridge, self.config.rank)
+            weight = up @ down
+            self.proj[0].weight.copy_(down[:, :, None]), self.proj[1].weight.copy_(up[:, :, None])
+        conv = self.proj if self.config.rank is None else self.proj[1]
+        conv_bias = bias if conv.bias is not None else torch.zeros_like(bias)
+        if conv.bias is not None:
+            conv.bias.copy_(bias)
+        if self.config.norm_post:  # identity on the conv output's distribution; supplies the bias if needed
+            mean = weight @ reg.mean_x.cpu() + conv_bias
+            var = ((weight @ reg.cov_x.cpu()) * weight).sum(1).clamp_min(0)
+            bn = self.norm_post
+            bn.running_mean.copy_(mean), bn.running_var.copy_(var)
+            bn.weight.copy_((var + bn.eps).sqrt()), bn.bias.copy_(mean + bias - conv_bias)
+        self.fit_stats = {
+            "r2": reg.r2(weight, bias),
+            "samples": reg.count.item(),
+            "lambda": reg.penalty(ridge),
+        }
+
+
+def create_adapter(
+    source: ActivationSpec,
+    target: ActivationSpec,
+    config: AdapterConfig | None = None,
+    *,
+    data: Batches | None = None,
+    **overrides,
+) -> Adapter:
+    """Build an :class:`Adapter` from ``source`` to ``target`` and initialise it.
+
+    ``config`` fields (:class:`AdapterConfig`: ``norm``, ``rank``, ``init``, ``bias``, ``resample``,
+    ``ridge``) can be overridden by keyword. ``data`` is an iterable of (source_act, target_act) batches,
+    read once; ``init="lstsq"`` needs it, other inits use it only for the learned prefix tokens.
+    """
+    config = _override(config or AdapterConfig(), overrides)
+    if config.init == "lstsq" and data is None:
+        raise ValueError(
+            "init='lstsq' needs data=an iterable of (source_act, target_act) batches; "
+            "or use init='random'/'identity'"
+        )
+    adapter = Adapter(source, target, config)
+    if config.init == "lstsq":
+        return adapter.init_lstsq_(data, ridge=config.ridge)
+    if config.init == "identity":
+        adapter.init_identity_()
+    if data is not None and adapter.prefix is not None:
+        adapter.init_prefix_(data)
+    return adapter
+
+
+def _override(config: AdapterConfig, overrides: dict) -> AdapterConfig:
+    names = AdapterConfig.field_names()
+    for key in overrides:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise TypeError(f"unknown adapter option {key!r}{hint} (options: {', '.join(names)})")
+    return dataclasses.replace(config, **overrides)
+
+
+def _validate(source: ActivationSpec, target: ActivationSpec, config: AdapterConfig) -> None:
+    """Reject option combinations that cannot work, before any module is built."""
+    check_spec(source, "source")
+    check_spec(target, "target")
+    if not isinstance(config, AdapterConfig):
+        raise TypeError(f"config must be an AdapterConfig, got {type(config).__name__}")
+    full = min(source.channels, target.channels)
+    if config.rank is not None and config.rank >= full:
+        raise ValueError(
+            f"rank={config.rank} >= min(C_in={source.channels}, C_out={target.channels}) = {full}: a rank pair "
+            f"would have at least the full 1x1 conv's weights; use rank=None or rank < {full}"
+        )
+    if config.init == "identity":
+        _check_identity(source, target, config)
+
+
+def _check_identity(source: ActivationSpec, target: ActivationSpec, config: AdapterConfig) -> None:
+    if source.channels != target.channels:
+        raise ValueError(
+            f"init='identity' needs equal channel counts, got source {source.channels} and target "
+            f"{target.channels}; use init='lstsq' (closed-form from data) or init='random'"
+        )
+    if config.rank is not None:
+        raise ValueError(
+            f"init='identity' is full rank, but rank={config.rank}; use rank=None or init='lstsq'"
+        )
