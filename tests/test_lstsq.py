@@ -54,7 +54,7 @@ def test_multi_batch_and_merge_equal_single_batch():
     batched = _fit(x, y, batch=37).solve(1e-2)  # uneven last batch
     merged = _fit(x[:100], y[:100]).merge(_fit(x[100:], y[100:], batch=50)).solve(1e-2)
     for other in (batched, merged):
-        for a, b in zip(single, other):
+        for a, b in zip(single, other, strict=True):
             np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=0, atol=1e-10)
 
 

@@ -116,7 +116,7 @@ class Adapter(nn.Module):
 
     @torch.no_grad()
     def init_prefix_(self, batches: Batches) -> Adapter:
-        """Set the learned prefix tokens to the target's mean prefix activation over ``batches`` (one pass)."""
+        """Set the learned prefix tokens to the target's mean prefix activation (one pass over batches)."""
         self._fit(batches, ridge=None)
         return self
 
@@ -234,8 +234,8 @@ def _validate(source: ActivationSpec, target: ActivationSpec, config: AdapterCon
     full = min(source.channels, target.channels)
     if config.rank is not None and config.rank >= full:
         raise ValueError(
-            f"rank={config.rank} >= min(C_in={source.channels}, C_out={target.channels}) = {full}: a rank pair "
-            f"would have at least the full 1x1 conv's weights; use rank=None or rank < {full}"
+            f"rank={config.rank} >= min(C_in={source.channels}, C_out={target.channels}) = {full}: "
+            f"a rank pair would have at least the full 1x1 conv's weights; use rank=None or rank < {full}"
         )
     if config.init == "identity":
         _check_identity(source, target, config)

@@ -36,7 +36,7 @@ def check_input(x: torch.Tensor, spec: ActivationSpec, role: str) -> None:
 
 
 def to_feature_map(x: torch.Tensor, spec: ActivationSpec) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Split ``x`` into its patch grid as a feature map (N, C, H, W) and its prefix tokens (N, P, C) or None."""
+    """Split ``x`` into its patch grid as a feature map (N, C, H, W) and its prefix tokens (N, P, C)/None."""
     if spec.layout == "nchw":
         return x, None
     p = spec.num_prefix_tokens

@@ -106,7 +106,7 @@ class RidgeRegression:
         return alpha * (trace / self.in_features if trace > 0 else 1.0)
 
     def solve(self, alpha: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return float64 CPU ``(weight (K, D), bias (K,))`` minimising ||y - xW^T - b||^2 + lambda ||W||^2."""
+        """Float64 CPU ``(weight (K, D), bias (K,))`` minimising ||y - xW^T - b||^2 + lambda ||W||^2."""
         sxx, sxy = (s.cpu() for s in self._scatter())
         a = sxx + self.penalty(alpha) * torch.eye(self.in_features, dtype=_F64)
         try:
@@ -143,7 +143,7 @@ class RidgeRegression:
         return down, up, bias + (weight - up @ down) @ mean
 
     def r2(self, weight: torch.Tensor, bias: torch.Tensor) -> float:
-        """Coefficient of determination of ``(weight, bias)`` on the accumulated data, averaged over outputs."""
+        """R^2 of ``(weight, bias)`` on the accumulated data, averaged over outputs (as scikit-learn)."""
         w, b = weight.to(self.xtx.device, _F64), bias.to(self.xtx.device, _F64)
         n = self._n()
         # sum_i (y_ik - w_k.x_i - b_k)^2 expanded into the accumulated sums.
@@ -159,7 +159,7 @@ class RidgeRegression:
         return (1 - rss / tss).mean().item()
 
     def affine_input(self, shift: torch.Tensor, scale: torch.Tensor) -> RidgeRegression:
-        """The accumulator that ``update`` would give on inputs ``(x - shift) / scale`` (exact, per feature)."""
+        """The accumulator ``update`` would give on inputs ``(x - shift) / scale`` (exact, per feature)."""
         out = RidgeRegression(self.in_features, self.out_features, fit_intercept=self.fit_intercept)
         dev = self.xtx.device
         shift, inv = shift.to(dev, _F64), 1.0 / scale.to(dev, _F64)
