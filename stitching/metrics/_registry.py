@@ -1,0 +1,76 @@
+"""Name -> metric lookup with direction and chance level, for the benchmark runner to iterate over."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from stitching.metrics import functional as F
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One registered alignment metric."""
+
+    name: str
+    """Registry key, also the key in cell records."""
+    fn: Callable[..., Tensor]
+    """The functional form, ``fn(x, y, **kwargs) -> 0-d float64 tensor``."""
+    higher_is_better: bool
+    """Direction, as in torchmetrics' ``Metric.higher_is_better``."""
+    chance: Callable[..., float] | None = None
+    """``chance(n, **kwargs)``: expected value for independent inputs of N samples; None if none exists."""
+
+    def __call__(self, x: Tensor, y: Tensor, **kwargs) -> float:
+        return float(self.fn(x, y, **kwargs))
+
+    def chance_level(self, n: int, **kwargs) -> float | None:
+        """Chance level for N samples under the same kwargs as the call (e.g. ``topk``), or None."""
+        return None if self.chance is None else self.chance(n, **kwargs)
+
+
+def _knn_chance(n: int, topk: int = inspect.signature(F.mutual_knn).parameters["topk"].default, **_) -> float:
+    # Independent k-NN graphs: each of the k neighbours of i in y is in x's list w.p. k / (N - 1).
+    return topk / (n - 1)
+
+
+_METRICS: dict[str, MetricInfo] = {}
+
+
+def register_metric(info: MetricInfo) -> MetricInfo:
+    """Add a metric to the registry; a name collision is an error, not a silent overwrite."""
+    if info.name in _METRICS:
+        raise ValueError(f"metric {info.name!r} is already registered")
+    _METRICS[info.name] = info
+    return info
+
+
+for _info in (
+    MetricInfo("linear_cka", F.linear_cka, True),
+    MetricInfo("debiased_cka", F.debiased_cka, True, lambda n, **_: 0.0),
+    MetricInfo("mutual_knn", F.mutual_knn, True, _knn_chance),
+    MetricInfo("cknna", F.cknna, True),
+    MetricInfo("procrustes", F.procrustes, True),
+    MetricInfo("procrustes_distance", F.procrustes_distance, False),
+    MetricInfo("svcca", F.svcca, True),
+    MetricInfo("ridge_r2", F.ridge_r2, True),
+):
+    register_metric(_info)
+
+
+def list_metrics() -> list[str]:
+    """Names of all registered alignment metrics, sorted."""
+    return sorted(_METRICS)
+
+
+def get_metric(name: str) -> MetricInfo:
+    """Look a metric up by name; unknown names fail with the closest matches."""
+    if name not in _METRICS:
+        close = difflib.get_close_matches(name, _METRICS, n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        raise ValueError(f"unknown metric {name!r}; {hint}available: {', '.join(list_metrics())}")
+    return _METRICS[name]

@@ -1,0 +1,66 @@
+"""Input validation and float64 preparation shared by the functional metrics."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import Tensor
+
+
+def _check_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> int:
+    """Check that ``x`` and ``y`` are (N, D) tensors with the same N >= ``min_samples``; return N."""
+    for name, t in (("x", x), ("y", y)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{metric}: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.ndim != 2:
+            raise ValueError(
+                f"{metric}: {name} must be 2-d (N, D), got shape {tuple(t.shape)}; reduce feature maps "
+                "or tokens first with stitching.metrics.functional.reduce_activation(x, rule)"
+            )
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{metric}: x and y must hold the same samples in the same order, got N={x.shape[0]} and "
+            f"N={y.shape[0]}"
+        )
+    n = x.shape[0]
+    if n < min_samples:
+        raise ValueError(f"{metric} needs at least {min_samples} samples, got N={n}; pass more samples")
+    return n
+
+
+def _float64(t: Tensor, name: str, metric: str) -> Tensor:
+    """A detached float64 copy-or-view of ``t``, rejecting NaN/inf (they would silently poison every sum)."""
+    t = t.detach().to(torch.float64)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{metric}: {name} contains NaN or inf values")
+    return t
+
+
+def _centred_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> tuple[Tensor, Tensor]:
+    """Validate, convert to float64 and centre each column: the first step of every kernel metric."""
+    _check_pair(x, y, metric, min_samples)
+    x = _float64(x, "x", metric)
+    y = _float64(y, "y", metric)
+    return x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
+
+
+def _require_variation(t: Tensor, name: str, metric: str) -> None:
+    if not bool(t.any()):
+        raise ValueError(f"{metric}: {name} is constant across samples, so the metric is undefined")
+
+
+def _warn_if_underdetermined(n: int, dims: tuple[int, ...], metric: str) -> None:
+    """Warn when N <= D: a linear map or CCA can then fit any target exactly and the value is meaningless."""
+    d = max(dims)
+    if n <= d:
+        warnings.warn(
+            f"{metric}: N={n} samples <= D={d} features; the fitted linear map / canonical directions can "
+            "match anything, so the value says little about alignment. Use N well above D (or reduce D).",
+            stacklevel=3,
+        )
+
+
+def _gram_is_cheaper(n: int, dx: int, dy: int) -> bool:
+    """True when N x N Gram matrices cost less than D x D feature-space products (roughly N < 1.5 D)."""
+    return n * n * (dx + dy) < n * (dx * dx + dy * dy + dx * dy)
