@@ -6,7 +6,7 @@ from torch import nn
 
 
 def freeze(module: nn.Module) -> nn.Module:
-    """Stop gradients into ``module``'s parameters and put it in eval mode (BatchNorm statistics stay fixed)."""
+    """Stop gradients into ``module``'s parameters; eval mode keeps its BatchNorm statistics fixed."""
     module.requires_grad_(False)
     return module.eval()
 

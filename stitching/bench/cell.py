@@ -41,7 +41,9 @@ class _Timer:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
 
 
-def run_cell(cell: dict[str, Any], store_dir: str | Path, context: CellContext | None = None) -> dict[str, Any]:
+def run_cell(
+    cell: dict[str, Any], store_dir: str | Path, context: CellContext | None = None
+) -> dict[str, Any]:
     """Run one cell (or return its existing record) and store its record under ``store_dir``."""
     store = ResultStore(store_dir)
     if store.has(cell["cell_id"]):
@@ -97,7 +99,7 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
     def build(init: str, inputs: torch.Tensor, seed: int):
         torch.manual_seed(seed)
         data = _pairs(inputs, yt["train"], recipe.batch_size * 4) if init == "lstsq" else None
-        return create_adapter(src_spec, tgt_spec, adapter_config, init=init, data=data, ridge=recipe.ridge)
+        return create_adapter(src_spec, tgt_spec, adapter_config, init=init, data=data)
 
     def stitched(adapter, inputs):
         return predict(lambda z: tgt_back(adapter(z)), inputs, device=ctx.device)
@@ -107,11 +109,22 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
         lstsq = build("lstsq", xs["train"], seed).to(ctx.device).eval()
         m["lstsq_acc"] = accuracy(stitched(lstsq, xs["test"]), labels["test"])
     with timer("adapter_init"):
-        adapter = lstsq if config["init"] == "lstsq" else build(config["init"], xs["train"], seed).to(ctx.device)
+        adapter = (
+            lstsq if config["init"] == "lstsq" else build(config["init"], xs["train"], seed).to(ctx.device)
+        )
         m["init_acc"] = accuracy(stitched(adapter.eval(), xs["test"]), labels["test"])
     with timer("train"):
-        log = train_adapter(adapter, tgt_back, xs["train"], labels["train"], recipe, seed=seed,
-                            val=(xs["val"], labels["val"]), device=ctx.device, checkpoint=work_dir / "adapter.pt")
+        log = train_adapter(
+            adapter,
+            tgt_back,
+            xs["train"],
+            labels["train"],
+            recipe,
+            seed=seed,
+            val=(xs["val"], labels["val"]),
+            device=ctx.device,
+            checkpoint=work_dir / "adapter.pt",
+        )
     with timer("eval"):
         logits = stitched(adapter, xs["test"])
         m["stitched_acc"] = accuracy(logits, labels["test"])
@@ -121,8 +134,11 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
 
     if "random_source" in config["controls"]:
         with timer("control"):
-            m.update(_random_source_control(config, ctx, src_cut, tgt_back, labels, recipe, build, stitched,
-                                            work_dir, num_classes))
+            m.update(
+                _random_source_control(
+                    config, ctx, src_cut, tgt_back, labels, recipe, build, stitched, work_dir, num_classes
+                )
+            )
         m["control_penalty"] = m["target_acc"] - m["control_acc"]
 
     with timer("alignment"):
@@ -137,8 +153,9 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
     return m, extra
 
 
-def _random_source_control(config, ctx, src_cut, tgt_back, labels, recipe, build, stitched, work_dir,
-                           num_classes) -> dict[str, float]:
+def _random_source_control(
+    config, ctx, src_cut, tgt_back, labels, recipe, build, stitched, work_dir, num_classes
+) -> dict[str, float]:
     """The same cell with an untrained source of the same architecture."""
     from stitching.cuts import split_model
 
@@ -149,9 +166,21 @@ def _random_source_control(config, ctx, src_cut, tgt_back, labels, recipe, build
     xr = {s: ctx.front_activations(identity, front, config["dataset"], s) for s in ("train", "val", "test")}
     adapter = build(config["init"], xr["train"], seed).to(ctx.device)
     control_init = accuracy(stitched(adapter.eval(), xr["test"]), labels["test"])
-    train_adapter(adapter, tgt_back, xr["train"], labels["train"], recipe, seed=seed,
-                  val=(xr["val"], labels["val"]), device=ctx.device, checkpoint=work_dir / "control.pt")
-    return {"control_init_acc": control_init, "control_acc": accuracy(stitched(adapter, xr["test"]), labels["test"])}
+    train_adapter(
+        adapter,
+        tgt_back,
+        xr["train"],
+        labels["train"],
+        recipe,
+        seed=seed,
+        val=(xr["val"], labels["val"]),
+        device=ctx.device,
+        checkpoint=work_dir / "control.pt",
+    )
+    return {
+        "control_init_acc": control_init,
+        "control_acc": accuracy(stitched(adapter, xr["test"]), labels["test"]),
+    }
 
 
 def _alignment(config, xs, yt, src_cut, tgt_cut) -> dict[str, float]:
@@ -188,5 +217,9 @@ def _spec(activation: torch.Tensor, cut):
 
 
 def _spec_dict(spec) -> dict:
-    return {"layout": spec.layout, "channels": spec.channels, "grid": list(spec.grid),
-            "num_prefix_tokens": spec.num_prefix_tokens}
+    return {
+        "layout": spec.layout,
+        "channels": spec.channels,
+        "grid": list(spec.grid),
+        "num_prefix_tokens": spec.num_prefix_tokens,
+    }

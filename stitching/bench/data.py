@@ -34,7 +34,9 @@ def dataset_problems(spec: dict[str, Any]) -> list[str]:
 
 def build_datamodule(spec: dict[str, Any]) -> pl.LightningDataModule:
     """Instantiate and set up a datamodule from its spec."""
-    datamodule = instantiate_class((), {"class_path": spec["class_path"], "init_args": spec.get("init_args", {})})
+    datamodule = instantiate_class(
+        (), {"class_path": spec["class_path"], "init_args": spec.get("init_args", {})}
+    )
     datamodule.prepare_data()
     datamodule.setup("fit")
     datamodule.setup("test")

@@ -73,7 +73,9 @@ def model_pairs(suite: Suite) -> list[tuple[dict, dict, str]]:
             for s, t in itertools.permutations(models[src_key].seeds, 2):
                 add(src_key, s, tgt_key, t, "same_arch")
         elif not same and spec.mode in ("all", "cross_arch"):
-            _add_seed_pairs(add, src_key, models[src_key], tgt_key, models[tgt_key], "cross_arch", spec.cross_seeds)
+            _add_seed_pairs(
+                add, src_key, models[src_key], tgt_key, models[tgt_key], "cross_arch", spec.cross_seeds
+            )
     return pairs
 
 
@@ -99,9 +101,7 @@ def _select_cuts(suite: Suite, key: str, cuts: Sequence, problems: list[str]) ->
             else:
                 close = difflib.get_close_matches(name, by_name, n=3)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
-                problems.append(
-                    f"models.{key}: unknown cut {name!r}; {hint}valid cuts: {', '.join(by_name)}"
-                )
+                problems.append(f"models.{key}: unknown cut {name!r}; {hint}valid cuts: {', '.join(by_name)}")
         return chosen
     chosen = []
     for depth in suite.cuts.depths:
@@ -156,8 +156,13 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
                 "metric_reduction": suite.metric_reduction,
                 "metric_samples": suite.metric_samples,
             }
-            cells.append({"cell_id": cell_id(config), "suite": {"name": suite.name, "version": suite.version},
-                          "config": config})
+            cells.append(
+                {
+                    "cell_id": cell_id(config),
+                    "suite": {"name": suite.name, "version": suite.version},
+                    "config": config,
+                }
+            )
     return cells
 
 
@@ -195,6 +200,11 @@ def _adapter_problems(adapters: list[dict]) -> list[str]:
 
     problems = []
     for i, options in enumerate(adapters):
+        if "init" in options:
+            problems.append(
+                f"adapters[{i}]: set initialisations in the suite's 'inits' list, not per adapter"
+            )
+            continue
         try:
             AdapterConfig(**options)
         except (TypeError, ValueError) as err:

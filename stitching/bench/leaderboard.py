@@ -10,9 +10,26 @@ import pandas as pd
 
 from stitching.bench.store import ResultStore
 
-GROUP_COLUMNS = ["source", "target", "pair_kind", "source_cut", "target_cut", "source_depth", "target_depth",
-                 "adapter", "init"]
-HEADLINE = ["stitched_acc", "penalty", "control_penalty", "lstsq_acc", "target_acc", "source_acc", "agreement"]
+GROUP_COLUMNS = [
+    "source",
+    "target",
+    "pair_kind",
+    "source_cut",
+    "target_cut",
+    "source_depth",
+    "target_depth",
+    "adapter",
+    "init",
+]
+HEADLINE = [
+    "stitched_acc",
+    "penalty",
+    "control_penalty",
+    "lstsq_acc",
+    "target_acc",
+    "source_acc",
+    "agreement",
+]
 
 
 def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -20,28 +37,30 @@ def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     for r in records:
         c = r["config"]
-        rows.append({
-            "cell_id": r["cell_id"],
-            "suite": r["suite"]["name"],
-            "suite_version": r["suite"]["version"],
-            "source": c["source"]["key"],
-            "source_model": c["source"]["name"],
-            "source_seed": c["source"]["seed"],
-            "target": c["target"]["key"],
-            "target_model": c["target"]["name"],
-            "target_seed": c["target"]["seed"],
-            "pair_kind": c["pair_kind"],
-            "source_cut": c["source_cut"],
-            "target_cut": c["target_cut"],
-            "source_depth": c["source_depth"],
-            "target_depth": c["target_depth"],
-            "adapter": _adapter_label(c["adapter"]),
-            "init": c["init"],
-            "stitch_seed": c["stitch_seed"],
-            "adapter_params": r.get("adapter_params"),
-            "seconds": r["timings"]["total"],
-            **r["metrics"],
-        })
+        rows.append(
+            {
+                "cell_id": r["cell_id"],
+                "suite": r["suite"]["name"],
+                "suite_version": r["suite"]["version"],
+                "source": c["source"]["key"],
+                "source_model": c["source"]["name"],
+                "source_seed": c["source"]["seed"],
+                "target": c["target"]["key"],
+                "target_model": c["target"]["name"],
+                "target_seed": c["target"]["seed"],
+                "pair_kind": c["pair_kind"],
+                "source_cut": c["source_cut"],
+                "target_cut": c["target_cut"],
+                "source_depth": c["source_depth"],
+                "target_depth": c["target_depth"],
+                "adapter": _adapter_label(c["adapter"]),
+                "init": c["init"],
+                "stitch_seed": c["stitch_seed"],
+                "adapter_params": r.get("adapter_params"),
+                "seconds": r["timings"]["total"],
+                **r["metrics"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -63,17 +82,29 @@ def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-_ID_COLUMNS = {"source_seed", "target_seed", "stitch_seed", "adapter_params", "seconds", "source_depth",
-               "target_depth"}
+_ID_COLUMNS = {
+    "source_seed",
+    "target_seed",
+    "stitch_seed",
+    "adapter_params",
+    "seconds",
+    "source_depth",
+    "target_depth",
+}
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
     """A compact Markdown leaderboard: mean ± std in percentage points."""
-    lines = [f"# {title}", "", "Ranked by stitching penalty (target accuracy - stitched accuracy), mean ± std "
-             "over seeds, in percentage points. `control` is the penalty with a randomly initialised source "
-             "front; `lstsq` the accuracy of the closed-form adapter before any training.", "",
-             "| rank | source → target | kind | cuts (depth) | stitched acc | penalty | control | lstsq acc | n |",
-             "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# {title}",
+        "",
+        "Ranked by stitching penalty (target accuracy - stitched accuracy), mean ± std "
+        "over seeds, in percentage points. `control` is the penalty with a randomly initialised source "
+        "front; `lstsq` the accuracy of the closed-form adapter before any training.",
+        "",
+        "| rank | source → target | kind | cuts (depth) | stitched acc | penalty | control | lstsq acc | n |",
+        "|---:|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for row in table.itertuples(index=False):
         r = row._asdict()
         cuts = f"{r['source_cut']} ({r['source_depth']:.2f}) → {r['target_cut']} ({r['target_depth']:.2f})"

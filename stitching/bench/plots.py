@@ -1,4 +1,4 @@
-"""Figures generated from the tidy cell table: penalty vs depth, cut-matrix heatmaps, alignment vs stitching."""
+"""Figures from the tidy cell table: penalty vs depth, cut-matrix heatmaps, alignment vs stitching."""
 
 from __future__ import annotations
 
@@ -8,15 +8,30 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import spearmanr  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 
 NON_ALIGNMENT = {
-    "target_acc", "source_acc", "lstsq_acc", "init_acc", "stitched_acc", "stitched_val_acc", "agreement",
-    "penalty", "control_init_acc", "control_acc", "control_penalty", "seconds", "source_depth", "target_depth",
-    "adapter_params", "source_seed", "target_seed", "stitch_seed",
+    "target_acc",
+    "source_acc",
+    "lstsq_acc",
+    "init_acc",
+    "stitched_acc",
+    "stitched_val_acc",
+    "agreement",
+    "penalty",
+    "control_init_acc",
+    "control_acc",
+    "control_penalty",
+    "seconds",
+    "source_depth",
+    "target_depth",
+    "adapter_params",
+    "source_seed",
+    "target_seed",
+    "stitch_seed",
 }
 
 
@@ -58,10 +73,20 @@ def penalty_vs_depth(frame: pd.DataFrame, path: Path) -> Path:
         sub = matched[(matched.source == src) & (matched.target == tgt)]
         stats = sub.groupby("source_depth").agg(["mean", "std"])
         depth = stats.index.to_numpy()
-        for metric, label, style in (("penalty", "stitched", "o-"), ("control_penalty", "random source", "s--")):
+        for metric, label, style in (
+            ("penalty", "stitched", "o-"),
+            ("control_penalty", "random source", "s--"),
+        ):
             if metric in stats:
-                ax.errorbar(depth, 100 * stats[metric]["mean"], yerr=100 * stats[metric]["std"].fillna(0),
-                            fmt=style, capsize=2, label=label, markersize=4)
+                ax.errorbar(
+                    depth,
+                    100 * stats[metric]["mean"],
+                    yerr=100 * stats[metric]["std"].fillna(0),
+                    fmt=style,
+                    capsize=2,
+                    label=label,
+                    markersize=4,
+                )
         ax.axhline(0, color="grey", lw=0.5)
         ax.set_title(f"{src} → {tgt}", fontsize=9)
         ax.set_xlabel("relative depth of source cut")
@@ -81,13 +106,16 @@ def cut_heatmaps(frame: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for (src, tgt), sub in frame.groupby(["source", "target"]):
-        table = sub.pivot_table(index="source_depth", columns="target_depth", values="stitched_acc", aggfunc="mean")
+        table = sub.pivot_table(
+            index="source_depth", columns="target_depth", values="stitched_acc", aggfunc="mean"
+        )
         src_names = sub.drop_duplicates("source_depth").set_index("source_depth")["source_cut"]
         tgt_names = sub.drop_duplicates("target_depth").set_index("target_depth")["target_cut"]
         fig, ax = plt.subplots(figsize=(1.2 + 0.7 * table.shape[1], 1.0 + 0.5 * table.shape[0]))
         image = ax.imshow(100 * table.to_numpy(), vmin=0, vmax=100, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(table.shape[1]), [tgt_names[d] for d in table.columns], rotation=45, ha="right",
-                      fontsize=7)
+        ax.set_xticks(
+            range(table.shape[1]), [tgt_names[d] for d in table.columns], rotation=45, ha="right", fontsize=7
+        )
         ax.set_yticks(range(table.shape[0]), [src_names[d] for d in table.index], fontsize=7)
         for (i, j), value in np.ndenumerate(100 * table.to_numpy()):
             if not np.isnan(value):

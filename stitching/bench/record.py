@@ -45,10 +45,16 @@ def git_commit() -> str | None:
     """The commit of the stitching checkout, with ``+dirty`` when it has uncommitted changes."""
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
@@ -67,8 +73,9 @@ def metric_directions(metrics: dict[str, float]) -> dict[str, bool]:
     return directions
 
 
-def make_record(cell: dict[str, Any], metrics: dict[str, float], timings: dict[str, float],
-                **extra: Any) -> dict[str, Any]:
+def make_record(
+    cell: dict[str, Any], metrics: dict[str, float], timings: dict[str, float], **extra: Any
+) -> dict[str, Any]:
     timings = dict(timings, total=sum(timings.values()))
     return {
         "schema": SCHEMA,

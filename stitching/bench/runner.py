@@ -50,16 +50,21 @@ def run_suite(
     todo = sorted(pending_cells(cells, store), key=group_key)
     started = time.perf_counter()
     executor = executor or InlineExecutor()
-    print(f"suite {suite.name} v{suite.version}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
-          f"{len(todo)} to run -> {out_dir}")
+    print(
+        f"suite {suite.name} v{suite.version}: {len(cells)} cells, {len(cells) - len(todo)} already done, "
+        f"{len(todo)} to run -> {out_dir}"
+    )
+    report = None
     if todo:
         fn = functools.partial(run_cell, store_dir=str(out_dir))
-        executor.run(todo, fn, wait=wait, group_key=group_key, desc=f"{suite.name} cells")
+        report = executor.run(todo, fn, wait=wait, group_key=group_key, workdir=out_dir)
     return {
         "suite": suite.name,
         "results_dir": str(out_dir),
         "cells": len(cells),
         "ran": len(todo),
         "finished": len(store.finished_ids() & {c["cell_id"] for c in cells}),
+        "failed": dict(report.errors) if report else {},
+        "pending": dict(report.pending) if report else {},
         "seconds": time.perf_counter() - started,
     }

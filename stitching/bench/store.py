@@ -1,4 +1,4 @@
-"""Results store: one JSON record per cell, written atomically, so a killed run loses and duplicates nothing."""
+"""Results store: one JSON record per cell, written atomically: a killed run loses and duplicates nothing."""
 
 from __future__ import annotations
 

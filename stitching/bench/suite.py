@@ -51,7 +51,7 @@ class PairSpec:
     """Which (source, target) model pairs to stitch."""
 
     mode: PairMode = "all"
-    """``all`` ordered pairs of model keys, ``same_arch`` seed pairs only, ``cross_arch`` only, or ``explicit``."""
+    """``all`` ordered pairs of keys, ``same_arch`` seed pairs only, ``cross_arch`` only, or ``explicit``."""
     include_self: bool = True
     """Also stitch each model into itself (first seed): a control whose penalty should be about 0."""
     cross_seeds: Literal["first", "matched"] = "first"
@@ -82,8 +82,6 @@ class Recipe:
     weight_decay: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
     schedule: Literal["cosine", "constant"] = "cosine"
-    ridge: float = 1e-3
-    """Relative ridge strength of the closed-form (lstsq) initialisation."""
 
 
 @dataclass

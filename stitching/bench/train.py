@@ -43,11 +43,17 @@ def make_optimizer(params, recipe: Recipe, total_steps: int):
 
 
 @torch.no_grad()
-def predict(head: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int = 512,
-            device: str | torch.device = "cpu") -> torch.Tensor:
+def predict(
+    head: Callable[[torch.Tensor], torch.Tensor],
+    inputs: torch.Tensor,
+    batch_size: int = 512,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Logits of ``head`` over cached ``inputs``, batch by batch (inputs may be memory-mapped)."""
-    outs = [head(inputs[i : i + batch_size].to(device, torch.float32)).float().cpu()
-            for i in range(0, len(inputs), batch_size)]
+    outs = [
+        head(inputs[i : i + batch_size].to(device, torch.float32)).float().cpu()
+        for i in range(0, len(inputs), batch_size)
+    ]
     return torch.cat(outs)
 
 

@@ -1,0 +1,219 @@
+"""StitchModule: a frozen source front, a trainable adapter, a frozen target back.
+
+    x -> source front (frozen, eval) -> adapter (trained) -> target back (frozen, eval) -> logits
+
+Next to the stitched accuracy every evaluation logs, on the same batches, the target alone, the source alone
+(when both classify the same labels) and the stitched network with the adapter as it was initialised (for
+``lstsq``: the training-free stitch), so a run's numbers can be read without a second run.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from stitching.adapters import AdapterConfig, create_adapter
+from stitching.cuts import list_cuts, split_model
+from stitching.nn import freeze, num_trainable_parameters
+from stitching.zoo import ModelSource, load_model
+
+EVALUATED = ("stitched", "target", "source", "init_stitched")
+
+
+def _adamw(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+
+
+class StitchModule(L.LightningModule):
+    """Train only an adapter between ``source``'s front (up to ``source_cut``) and ``target``'s back.
+
+    Args:
+        source: The model whose representation is tested (timm name, checkpoint, or trained-on-first-use).
+        target: The model whose back half consumes the adapted representation.
+        source_cut: A cut name of the source (``stitching.list_cuts``) or a relative depth in [0, 1].
+        target_cut: Likewise for the target; ``None`` takes the target cut nearest the source cut's depth.
+        adapter: Adapter options; ``init: lstsq`` solves a ridge regression over ``lstsq_batches`` training
+            batches at the start of fit.
+        num_classes: Number of classes of the data (linked from the data module by the CLI).
+        optimizer: Optimizer over the adapter's parameters only (default AdamW, lr 1e-3).
+        scheduler: Optional learning-rate schedule (default: cosine over the run, stepped per batch).
+        lstsq_batches: How many training batches the closed-form initialisation reads (None: all).
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        target: ModelSource,
+        source_cut: str | float,
+        target_cut: str | float | None = None,
+        adapter: AdapterConfig | None = None,
+        num_classes: int = 10,
+        optimizer: OptimizerCallable = _adamw,
+        scheduler: LRSchedulerCallable | None = None,
+        lstsq_batches: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        adapter = adapter or AdapterConfig(norm="bn", init="lstsq")
+        source_model = load_model(source, num_classes=num_classes)
+        target_model = load_model(target, num_classes=num_classes)
+        self.source_cut = _pick_cut(source_model, source_cut)
+        self.target_cut = _pick_cut(target_model, self.source_cut.depth if target_cut is None else target_cut)
+        self.source_front, self.source_back = (freeze(m) for m in split_model(source_model, self.source_cut))
+        self.target_front, self.target_back = (freeze(m) for m in split_model(target_model, self.target_cut))
+        self.source_spec, self.target_spec = self.source_cut.spec, self.target_cut.spec
+        self.adapter = create_adapter(
+            self.source_spec, self.target_spec, adapter, init=_structural_init(adapter)
+        )
+        self.adapter_config = adapter
+        self.initial_adapter: nn.Module | None = None
+        self.source_shares_labels = _num_outputs(source_model) == _num_outputs(target_model)
+        self.metrics = nn.ModuleDict(
+            {
+                stage: nn.ModuleDict({name: _accuracy(num_classes) for name in EVALUATED})
+                for stage in ("val", "test")
+            }
+        )
+        self.train_acc = _accuracy(num_classes)
+        self._fit_started = 0.0
+
+    def train(self, mode: bool = True) -> StitchModule:
+        """Only the adapter trains: frozen parts stay in eval mode whatever Lightning or a callback does."""
+        super().train(mode)
+        for part in (self.source_front, self.source_back, self.target_front, self.target_back):
+            part.eval()
+        if self.initial_adapter is not None:
+            self.initial_adapter.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            h = self.source_front(x)
+        return self.target_back(self.adapter(h))
+
+    def on_fit_start(self) -> None:
+        self._fit_started = time.perf_counter()
+        resumed = self.trainer.ckpt_path is not None
+        if self.adapter_config.init == "lstsq" and not resumed:
+            self._init_lstsq(self.trainer.datamodule.train_dataloader())
+        if self.initial_adapter is None:
+            self.initial_adapter = freeze(copy.deepcopy(self.adapter))
+
+    @torch.no_grad()
+    def _init_lstsq(self, loader) -> None:
+        def pairs():
+            for i, (x, _) in enumerate(loader):
+                if self.hparams.lstsq_batches is not None and i >= self.hparams.lstsq_batches:
+                    return
+                x = x.to(self.device)
+                yield self.source_front(x), self.target_front(x)
+
+        self.adapter.init_lstsq_(pairs(), ridge=self.adapter_config.ridge)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/stitched_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x, y = batch
+        metrics = self.metrics[stage]
+        with torch.no_grad():
+            h = self.source_front(x)
+            logits = {
+                "stitched": self.target_back(self.adapter(h)),
+                "target": self.target_back(self.target_front(x)),
+            }
+            if self.source_shares_labels:
+                logits["source"] = self.source_back(h)
+            if self.initial_adapter is not None:
+                logits["init_stitched"] = self.target_back(self.initial_adapter(h))
+        for name, out in logits.items():
+            metrics[name](out, y)
+            self.log(f"{stage}/{name}_acc", metrics[name]["acc"], on_epoch=True, prog_bar=name == "stitched")
+            if "acc_top5" in metrics[name]:
+                self.log(f"{stage}/{name}_acc_top5", metrics[name]["acc_top5"], on_epoch=True)
+        self.log(f"{stage}/loss", F.cross_entropy(logits["stitched"], y), on_epoch=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def on_test_start(self) -> None:
+        if self.initial_adapter is None and self.adapter_config.init == "lstsq":
+            return  # evaluated without fit: no initial adapter to compare with
+        if self.initial_adapter is None:
+            self.initial_adapter = freeze(copy.deepcopy(self.adapter))
+
+    def on_train_end(self) -> None:
+        self.fit_seconds = time.perf_counter() - self._fit_started
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.hparams.optimizer(self.adapter.parameters())
+        if self.hparams.scheduler is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self.hparams.scheduler(optimizer)}
+        total = max(1, self.trainer.estimated_stepping_batches)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+
+    @property
+    def adapter_parameters(self) -> int:
+        return num_trainable_parameters(self.adapter)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Frozen parts are rebuilt from their sources; only the adapter (and its initial copy) is state.
+        checkpoint["state_dict"] = {
+            k: v
+            for k, v in checkpoint["state_dict"].items()
+            if k.startswith(("adapter.", "initial_adapter."))
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint["state_dict"]
+        if any(k.startswith("initial_adapter.") for k in state) and self.initial_adapter is None:
+            self.initial_adapter = freeze(copy.deepcopy(self.adapter))
+        frozen = {
+            k: v for k, v in self.state_dict().items() if not k.startswith(("adapter.", "initial_adapter."))
+        }
+        state.update(frozen)
+
+
+def _accuracy(num_classes: int) -> MetricCollection:
+    metrics = {"acc": MulticlassAccuracy(num_classes, average="micro")}
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics)
+
+
+def _structural_init(config: AdapterConfig) -> str:
+    # lstsq needs data, which only exists once fit starts; build the structure with random weights first.
+    return "random" if config.init == "lstsq" else config.init
+
+
+def _pick_cut(model: nn.Module, cut: str | float):
+    cuts = list_cuts(model)
+    if isinstance(cut, str):
+        for c in cuts:
+            if c.name == cut:
+                return c
+        split_model(model, cut)  # raises the standard unknown-cut error with the valid cuts
+    return min(cuts, key=lambda c: abs(c.depth - float(cut)))
+
+
+def _num_outputs(model: nn.Module) -> int | None:
+    return getattr(model, "num_classes", None)
