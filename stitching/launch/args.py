@@ -1,0 +1,66 @@
+"""Command-line wiring: ``add_executor_arguments(parser)`` then ``executor_from_args(args)``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+
+from .base import Executor
+from .local import InlineExecutor, LocalExecutor
+from .options import SlurmOptions, list_presets, load_slurm_options
+from .slurm import SlurmExecutor
+
+EXECUTORS = ("inline", "local", "slurm")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. constraint=volta32gb), got {text!r}")
+    return key.lstrip("-"), value
+
+
+def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--executor``, ``--workers``, ``--no-wait``, ``--slurm.preset`` and one ``--slurm.<option>`` per
+    `SlurmOptions` field (dest ``slurm_<option>``; unset flags leave the preset's value)."""
+    group = parser.add_argument_group("execution")
+    group.add_argument("--executor", choices=EXECUTORS, default="inline",
+                       help="where cells run: in this process, in N local processes, or as SLURM jobs")  # fmt: skip
+    group.add_argument("--workers", type=int, default=2, help="processes for --executor local")
+    group.add_argument("--no-wait", action="store_true",
+                       help="slurm: return after submitting; run again later to collect and resume")  # fmt: skip
+    group.add_argument("--slurm.preset", dest="slurm_preset", default=None,
+                       help=f"YAML preset in configs/slurm/ ({', '.join(list_presets())}) or a path")  # fmt: skip
+    hints = typing.get_type_hints(SlurmOptions)
+    for f in dataclasses.fields(SlurmOptions):
+        flag, dest, kind = f"--slurm.{f.name}", f"slurm_{f.name}", hints[f.name]
+        origin = typing.get_origin(kind)
+        if origin is dict:
+            group.add_argument(flag, dest=dest, type=_key_value, action="append",
+                               metavar="KEY=VALUE", help="extra sbatch flag (repeatable)")  # fmt: skip
+        elif origin is list:
+            group.add_argument(flag, dest=dest, action="append", metavar="LINE",
+                               help="shell line before the job starts (repeatable)")  # fmt: skip
+        else:
+            base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+            group.add_argument(flag, dest=dest, type=base, default=None, metavar=base.__name__.upper())
+
+
+def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions:
+    """`SlurmOptions` from ``--slurm.preset`` and the ``--slurm.<option>`` flags that were given."""
+    overrides = {}
+    for f in dataclasses.fields(SlurmOptions):
+        value = getattr(args, f"slurm_{f.name}", None)
+        if value is not None:
+            overrides[f.name] = dict(value) if f.name == "additional_parameters" else value
+    return load_slurm_options(getattr(args, "slurm_preset", None), **overrides)
+
+
+def executor_from_args(args: argparse.Namespace) -> Executor:
+    """The executor chosen by ``--executor`` (run it with ``wait=not args.no_wait``)."""
+    if args.executor == "slurm":
+        return SlurmExecutor(slurm_options_from_args(args))
+    if args.executor == "local":
+        return LocalExecutor(workers=args.workers)
+    return InlineExecutor()

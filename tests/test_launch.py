@@ -1,0 +1,196 @@
+"""Executors without a cluster: inline vs local processes, grouping, failures, options and CLI wiring.
+
+The toy cell functions here stand in for the runner's ``run_cell(config, store_dir)``: deterministic, write
+their record atomically, skip finished cells. test_slurm.py reuses them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from stitching.launch import (
+    InlineExecutor,
+    LocalExecutor,
+    SlurmExecutor,
+    SlurmOptions,
+    add_executor_arguments,
+    executor_from_args,
+    group_cells,
+    lightning_plugins_for_slurm,
+    list_presets,
+    load_slurm_options,
+)
+from stitching.launch.base import CellsFailed
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def toy_cell(cell: dict, store_dir: str) -> dict:
+    """A deterministic 'cell': skips if its record exists, else computes, writes the record, returns it."""
+    path = Path(store_dir) / f"{cell['cell_id']}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    if cell.get("fail"):
+        raise ValueError(f"cell {cell['cell_id']} was asked to fail")
+    rng = random.Random(cell["seed"])
+    record = {
+        "cell_id": cell["cell_id"],
+        "config": cell,
+        "metrics": {"value": sum(rng.random() for _ in range(1000))},
+    }
+    write_json_atomic(path, record)
+    return record
+
+
+def stepped_cell(cell: dict, store_dir: str) -> dict:
+    """A 'training' cell of ``steps`` slow steps that checkpoints after each and resumes from the checkpoint.
+
+    Side effects for the tests: ``<id>.starts`` gets the step each (re)start resumed from, ``<id>.steps``
+    one line per committed step (appended after the checkpoint that commits it), ``<id>.calls`` one line per
+    call of this function.
+    """
+    store, cid = Path(store_dir), cell["cell_id"]
+    with open(store / f"{cid}.calls", "a") as f:
+        f.write("call\n")
+    record_path = store / f"{cid}.json"
+    if record_path.exists():
+        return json.loads(record_path.read_text())
+    ckpt = store / f"{cid}.ckpt.json"
+    state = json.loads(ckpt.read_text()) if ckpt.exists() else {"step": 0, "total": 0}
+    with open(store / f"{cid}.starts", "a") as f:
+        f.write(f"{state['step']}\n")
+    for step in range(state["step"], cell["steps"]):
+        time.sleep(cell.get("sleep", 0.0))
+        state = {"step": step + 1, "total": state["total"] + step * cell["seed"]}
+        write_json_atomic(ckpt, state)
+        with open(store / f"{cid}.steps", "a") as f:
+            f.write(f"{step}\n")
+    record = {"cell_id": cid, "config": cell, "metrics": {"total": state["total"]}}
+    write_json_atomic(record_path, record)
+    return record
+
+
+def toy_cells(n: int = 4, fail: str | None = None) -> list[dict]:
+    cells = [{"cell_id": f"c{i:02d}", "seed": i, "source": f"m{i % 2}"} for i in range(n)]
+    for cell in cells:
+        cell["fail"] = cell["cell_id"] == fail
+    return cells
+
+
+def by_source(cell: dict) -> str:
+    return cell["source"]
+
+
+def test_inline_runs_every_cell_and_reports_failures_without_losing_others(tmp_path):
+    cells = toy_cells(4, fail="c01")
+    report = InlineExecutor(progress=False).run(cells, partial(toy_cell, store_dir=str(tmp_path)))
+    assert list(report.results) == ["c00", "c02", "c03"]
+    assert list(report.errors) == ["c01"] and "asked to fail" in report.errors["c01"]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == ["c00.json", "c02.json", "c03.json"]
+    with pytest.raises(CellsFailed, match="1 of 4 cells failed: c01"):
+        report.raise_on_error()
+
+
+def test_local_two_workers_equals_inline(tmp_path):
+    cells = toy_cells(5, fail="c03")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inline = InlineExecutor(progress=False).run(cells, partial(toy_cell, store_dir=str(tmp_path / "a")))
+    start = time.perf_counter()
+    local = LocalExecutor(workers=2, progress=False).run(
+        cells, partial(toy_cell, store_dir=str(tmp_path / "b")), group_key=by_source
+    )
+    print(f"local executor, 2 workers, {len(cells)} cells: {time.perf_counter() - start:.1f} s")
+    assert local.results == inline.results
+    assert list(local.errors) == ["c03"] and "asked to fail" in local.errors["c03"]
+    for cid in local.results:  # the records on disk agree too
+        assert (tmp_path / "a" / f"{cid}.json").read_text() == (tmp_path / "b" / f"{cid}.json").read_text()
+
+
+def test_grouping_keeps_order_and_rejects_duplicates_and_missing_ids():
+    cells = toy_cells(4)
+    assert [[c["cell_id"] for c in g] for g in group_cells(cells, by_source)] == [
+        ["c00", "c02"],
+        ["c01", "c03"],
+    ]
+    assert len(group_cells(cells)) == 4
+    with pytest.raises(ValueError, match="duplicate cell ids"):
+        group_cells([*cells, cells[0]])
+    with pytest.raises(ValueError, match="no 'cell_id'"):
+        group_cells([{"seed": 1}])
+
+
+def test_only_cluster_executors_can_return_before_cells_finish(tmp_path):
+    with pytest.raises(ValueError, match="--no-wait"):
+        LocalExecutor(workers=1).run(toy_cells(1), partial(toy_cell, store_dir=str(tmp_path)), wait=False)
+
+
+@pytest.mark.parametrize("preset", list_presets())
+def test_every_shipped_preset_loads(preset):
+    options = load_slurm_options(preset)
+    assert isinstance(options, SlurmOptions)
+    assert "slurm_array_parallelism" in options.submitit_parameters()
+
+
+def test_options_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"unknown SLURM option 'partiton'.*\['partition'\]"):
+        load_slurm_options("default", partiton="gpu")
+    with pytest.raises(ValueError, match=r"unknown SLURM preset 'gpus'.*\['gpu'\]"):
+        load_slurm_options("gpus")
+    with pytest.raises(ValueError, match="must contain '%j'"):
+        SlurmOptions(folder="logs/%A_%a")
+    with pytest.raises(ValueError, match="cpus_per_task must be >= 1"):
+        SlurmOptions(cpus_per_task=0)
+
+
+def test_zero_gpus_and_unset_fields_stay_out_of_sbatch():
+    params = SlurmOptions(gpus_per_node=0).submitit_parameters()
+    assert not {"gpus_per_node", "mem_gb", "slurm_partition", "slurm_account", "slurm_qos"} & set(params)
+    params = SlurmOptions(gpus_per_node=2, mem_gb=16, partition="gpu", qos="high").submitit_parameters()
+    assert (
+        params["gpus_per_node"] == 2 and params["slurm_partition"] == "gpu" and params["slurm_qos"] == "high"
+    )
+
+
+def test_cli_flags_override_the_preset():
+    parser = argparse.ArgumentParser()
+    add_executor_arguments(parser)
+    args = parser.parse_args(
+        ["--executor", "slurm", "--slurm.preset", "gpu", "--slurm.partition", "a100", "--slurm.timeout_min", "30",
+         "--slurm.additional_parameters", "constraint=volta", "--slurm.setup", "module load cuda", "--no-wait"]
+    )  # fmt: skip
+    executor = executor_from_args(args)
+    assert isinstance(executor, SlurmExecutor) and args.no_wait
+    gpu = load_slurm_options("gpu")
+    assert executor.options == SlurmOptions(
+        **{**vars(gpu), "partition": "a100", "timeout_min": 30,
+           "additional_parameters": {"constraint": "volta"}, "setup": ["module load cuda"]}
+    )  # fmt: skip
+    assert isinstance(executor_from_args(parser.parse_args([])), InlineExecutor)
+    local = executor_from_args(parser.parse_args(["--executor", "local", "--workers", "3"]))
+    assert isinstance(local, LocalExecutor) and local.workers == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--slurm.additional_parameters", "novalue"])
+
+
+def test_lightning_leaves_requeue_to_submitit_only_inside_a_submitit_job(monkeypatch):
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert lightning_plugins_for_slurm() == []
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    (env,) = lightning_plugins_for_slurm()
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
