@@ -107,11 +107,15 @@ class Adapter(nn.Module):
 
     @torch.no_grad()
     def init_identity_(self) -> Adapter:
-        """Set the 1x1 conv to the identity (and its bias to zero)."""
+        """Conv = identity, bias = 0, BatchNorms = identity in eval mode (running var 1 - eps, affine 1/0)."""
         _check_identity(self.source, self.target, self.config)
         self.proj.weight.copy_(torch.eye(self.source.channels)[:, :, None])
         if self.proj.bias is not None:
             self.proj.bias.zero_()
+        for bn in (self.norm_pre, self.norm_post):
+            if isinstance(bn, nn.BatchNorm1d):  # so that eval mode divides by sqrt(var + eps) = 1 exactly
+                bn.reset_parameters()
+                bn.running_var.fill_(1 - bn.eps)
         return self
 
     @torch.no_grad()
