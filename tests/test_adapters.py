@@ -128,6 +128,10 @@ def rows(t):
     return t.flatten(2).transpose(1, 2).reshape(-1, t.shape[1]).double().numpy()
 
 
+def rows_t(t):
+    return torch.from_numpy(rows(t.detach())).float()
+
+
 def paired_data(source, target, n=24, seed=0):
     """Source activations and target activations that depend linearly on them plus noise."""
     g = torch.Generator().manual_seed(seed)
@@ -154,10 +158,6 @@ def test_lstsq_matches_numpy_ridge_with_resampling():
     assert adapter.fit_stats["samples"] == 24 * 4
 
 
-def rows_t(t):
-    return torch.from_numpy(rows(t.detach())).float()
-
-
 def test_lstsq_multi_batch_equals_single_batch():
     source, target = tokens(5, 2, 3, 1), tokens(4, 2, 3, 1)
     x, y = paired_data(source, target)
@@ -165,6 +165,18 @@ def test_lstsq_multi_batch_equals_single_batch():
     many = create_adapter(source, target, init="lstsq", norm="none", data=iter(split(x, y, 7)))
     for p, q in zip(one.parameters(), many.parameters(), strict=True):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6)
+
+
+def test_init_lstsq_method_equals_create_adapter_and_takes_a_ridge_override():
+    source, target = fmap(5, 2, 2), fmap(4, 2, 2)
+    x, y = paired_data(source, target)
+    made = create_adapter(source, target, init="lstsq", ridge=0.5, data=[(x, y)])
+    adapter = Adapter(source, target).init_lstsq_(iter([(x, y)]), ridge=0.5)
+    for p, q in zip(made.state_dict().values(), adapter.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q)
+    weaker = Adapter(source, target).init_lstsq_([(x, y)], ridge=1e-3)
+    assert weaker.fit_stats["lambda"] < adapter.fit_stats["lambda"]
+    assert weaker.fit_stats["r2"] > adapter.fit_stats["r2"]
 
 
 def test_lstsq_maps_prefix_tokens_as_samples_when_counts_match():

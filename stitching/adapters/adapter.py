@@ -163,7 +163,8 @@ class Adapter(nn.Module):
         if self.config.norm_pre:  # regress on the normalised input the conv will actually see
             bn, mean, var = self.norm_pre, reg.mean_x, reg.cov_x.diagonal().clamp_min(0)
             bn.reset_parameters()
-            bn.running_mean.copy_(mean), bn.running_var.copy_(var)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
             reg = reg.affine_input(mean, (var + bn.eps).sqrt())
         if self.config.rank is None:
             weight, bias = reg.solve(ridge)
@@ -171,7 +172,8 @@ class Adapter(nn.Module):
         else:
             down, up, bias = reg.solve_reduced_rank(ridge, self.config.rank)
             weight = up @ down
-            self.proj[0].weight.copy_(down[:, :, None]), self.proj[1].weight.copy_(up[:, :, None])
+            self.proj[0].weight.copy_(down[:, :, None])
+            self.proj[1].weight.copy_(up[:, :, None])
         conv = self.proj if self.config.rank is None else self.proj[1]
         conv_bias = bias if conv.bias is not None else torch.zeros_like(bias)
         if conv.bias is not None:
@@ -180,11 +182,13 @@ class Adapter(nn.Module):
             mean = weight @ reg.mean_x.cpu() + conv_bias
             var = ((weight @ reg.cov_x.cpu()) * weight).sum(1).clamp_min(0)
             bn = self.norm_post
-            bn.running_mean.copy_(mean), bn.running_var.copy_(var)
-            bn.weight.copy_((var + bn.eps).sqrt()), bn.bias.copy_(mean + bias - conv_bias)
+            bn.running_mean.copy_(mean)
+            bn.running_var.copy_(var)
+            bn.weight.copy_((var + bn.eps).sqrt())
+            bn.bias.copy_(mean + bias - conv_bias)
         self.fit_stats = {
             "r2": reg.r2(weight, bias),
-            "samples": reg.count.item(),
+            "samples": int(reg.count.item()),
             "lambda": reg.penalty(ridge),
         }
 
