@@ -118,13 +118,21 @@ class SingleHostSlurm:
         self.conf.write_text(_slurm_conf(self.root, munge_socket))
 
         env = {**os.environ, "SLURM_CONF": str(self.conf)}
-        log = open(self.root / "daemons.out", "ab")  # noqa: SIM115 - closed with the daemons
+        log = open(self.root / "daemons.out", "ab")
         self._log = log
         self._spawn(
-            ["munged", "-F", f"--socket={munge_socket}", f"--pid-file={munge_dir}/munged.pid",
-             f"--seed-file={munge_dir}/munged.seed", f"--log-file={munge_dir}/munged.log"],
-            env, user=munge.pw_uid, group=munge.pw_gid,
-        )  # fmt: skip
+            [
+                "munged",
+                "-F",
+                f"--socket={munge_socket}",
+                f"--pid-file={munge_dir}/munged.pid",
+                f"--seed-file={munge_dir}/munged.seed",
+                f"--log-file={munge_dir}/munged.log",
+            ],
+            env,
+            user=munge.pw_uid,
+            group=munge.pw_gid,
+        )
         self._wait(lambda: munge_socket.exists(), timeout_s, "munged socket")
         self._spawn(["slurmctld", "-D", "-f", str(self.conf)], env)
         self._wait(lambda: self._ok(["scontrol", "ping"], "UP"), timeout_s, "slurmctld (scontrol ping)")

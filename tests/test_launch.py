@@ -168,16 +168,34 @@ def test_cli_flags_override_the_preset():
     parser = argparse.ArgumentParser()
     add_executor_arguments(parser)
     args = parser.parse_args(
-        ["--executor", "slurm", "--slurm.preset", "gpu", "--slurm.partition", "a100", "--slurm.timeout_min", "30",
-         "--slurm.additional_parameters", "constraint=volta", "--slurm.setup", "module load cuda", "--no-wait"]
-    )  # fmt: skip
+        [
+            "--executor",
+            "slurm",
+            "--slurm.preset",
+            "gpu",
+            "--slurm.partition",
+            "a100",
+            "--slurm.timeout_min",
+            "30",
+            "--slurm.additional_parameters",
+            "constraint=volta",
+            "--slurm.setup",
+            "module load cuda",
+            "--no-wait",
+        ]
+    )
     executor = executor_from_args(args)
     assert isinstance(executor, SlurmExecutor) and args.no_wait
     gpu = load_slurm_options("gpu")
     assert executor.options == SlurmOptions(
-        **{**vars(gpu), "partition": "a100", "timeout_min": 30,
-           "additional_parameters": {"constraint": "volta"}, "setup": ["module load cuda"]}
-    )  # fmt: skip
+        **{
+            **vars(gpu),
+            "partition": "a100",
+            "timeout_min": 30,
+            "additional_parameters": {"constraint": "volta"},
+            "setup": ["module load cuda"],
+        }
+    )
     assert isinstance(executor_from_args(parser.parse_args([])), InlineExecutor)
     local = executor_from_args(parser.parse_args(["--executor", "local", "--workers", "3"]))
     assert isinstance(local, LocalExecutor) and local.workers == 3

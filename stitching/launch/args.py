@@ -25,23 +25,45 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--executor``, ``--workers``, ``--no-wait``, ``--slurm.preset`` and one ``--slurm.<option>`` per
     `SlurmOptions` field (dest ``slurm_<option>``; unset flags leave the preset's value)."""
     group = parser.add_argument_group("execution")
-    group.add_argument("--executor", choices=EXECUTORS, default="inline",
-                       help="where cells run: in this process, in N local processes, or as SLURM jobs")  # fmt: skip
+    group.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="inline",
+        help="where cells run: in this process, in N local processes, or as SLURM jobs",
+    )
     group.add_argument("--workers", type=int, default=2, help="processes for --executor local")
-    group.add_argument("--no-wait", action="store_true",
-                       help="slurm: return after submitting; run again later to collect and resume")  # fmt: skip
-    group.add_argument("--slurm.preset", dest="slurm_preset", default=None,
-                       help=f"YAML preset in configs/slurm/ ({', '.join(list_presets())}) or a path")  # fmt: skip
+    group.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="slurm: return after submitting; run again later to collect and resume",
+    )
+    group.add_argument(
+        "--slurm.preset",
+        dest="slurm_preset",
+        default=None,
+        help=f"YAML preset in configs/slurm/ ({', '.join(list_presets())}) or a path",
+    )
     hints = typing.get_type_hints(SlurmOptions)
     for f in dataclasses.fields(SlurmOptions):
         flag, dest, kind = f"--slurm.{f.name}", f"slurm_{f.name}", hints[f.name]
         origin = typing.get_origin(kind)
         if origin is dict:
-            group.add_argument(flag, dest=dest, type=_key_value, action="append",
-                               metavar="KEY=VALUE", help="extra sbatch flag (repeatable)")  # fmt: skip
+            group.add_argument(
+                flag,
+                dest=dest,
+                type=_key_value,
+                action="append",
+                metavar="KEY=VALUE",
+                help="extra sbatch flag (repeatable)",
+            )
         elif origin is list:
-            group.add_argument(flag, dest=dest, action="append", metavar="LINE",
-                               help="shell line before the job starts (repeatable)")  # fmt: skip
+            group.add_argument(
+                flag,
+                dest=dest,
+                action="append",
+                metavar="LINE",
+                help="shell line before the job starts (repeatable)",
+            )
         else:
             base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
             group.add_argument(flag, dest=dest, type=base, default=None, metavar=base.__name__.upper())

@@ -150,5 +150,7 @@ class Executor(ABC):
 
     def _refuse_no_wait(self, wait: bool) -> None:
         if not wait:
-            raise ValueError(f"the {self.name} executor cannot return before cells finish; drop --no-wait "
-                             "or use --executor slurm")  # fmt: skip
+            raise ValueError(
+                f"the {self.name} executor cannot return before cells finish; drop --no-wait "
+                "or use --executor slurm"
+            )

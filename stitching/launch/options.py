@@ -75,8 +75,13 @@ class SlurmOptions:
             "slurm_setup": list(self.setup),
         }
         # None and 0 GPUs are left out: sbatch rejects any GPU flag where the cluster has no GRES
-        optional = {"gpus_per_node": self.gpus_per_node or None, "mem_gb": self.mem_gb,
-                    "slurm_partition": self.partition, "slurm_account": self.account, "slurm_qos": self.qos}  # fmt: skip
+        optional = {
+            "gpus_per_node": self.gpus_per_node or None,
+            "mem_gb": self.mem_gb,
+            "slurm_partition": self.partition,
+            "slurm_account": self.account,
+            "slurm_qos": self.qos,
+        }
         params.update({k: v for k, v in optional.items() if v is not None})
         return params
 

@@ -29,8 +29,20 @@ from .options import SlurmOptions
 
 JOBS_FILE = "slurm_jobs.json"
 # squeue states of a job that may still produce a result
-ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "CONFIGURING", "COMPLETING",
-                 "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "PREEMPTED"}  # fmt: skip
+ACTIVE_STATES = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "CONFIGURING",
+    "COMPLETING",
+    "SUSPENDED",
+    "RESIZING",
+    "SIGNALING",
+    "STAGE_OUT",
+    "PREEMPTED",
+}
 
 
 def in_submitit_slurm_job() -> bool:
@@ -134,14 +146,17 @@ class SlurmExecutor(Executor):
         if not batches:
             return []
         folder = self.options.folder or str(workdir / "slurm" / "%j")
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm",
-                                         slurm_max_num_timeout=self.options.max_num_timeout)  # fmt: skip
+        executor = submitit.AutoExecutor(
+            folder=folder, cluster="slurm", slurm_max_num_timeout=self.options.max_num_timeout
+        )
         executor.update_parameters(**self.options.submitit_parameters())
         with executor.batch():  # one sbatch call: a job array of len(batches) tasks
             jobs = [executor.submit(batch) for batch in batches]
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        return [{"job_id": job.job_id, "folder": folder, "cells": b.cell_ids, "submitted": now}
-                for job, b in zip(jobs, batches)]  # fmt: skip
+        return [
+            {"job_id": job.job_id, "folder": folder, "cells": b.cell_ids, "submitted": now}
+            for job, b in zip(jobs, batches, strict=True)
+        ]
 
     def _wait(
         self, jobs: list[tuple[submitit.SlurmJob, list[str]]], total: int
