@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader, Dataset
 
 
 class ImageDataModule(L.LightningDataModule):
-    """Base class: subclasses set ``num_classes`` in ``__init__`` and ``data_train/val/test`` in ``setup``."""
+    """Base class: subclasses set ``num_classes`` in ``__init__``; ``setup`` sets ``data_train/val/test`` and
+    ``data_train_eval`` (the training images with evaluation preprocessing, for activations and probes)."""
 
     num_classes: int
 
@@ -21,6 +22,16 @@ class ImageDataModule(L.LightningDataModule):
         self.data_train: Dataset | None = None
         self.data_val: Dataset | None = None
         self.data_test: Dataset | None = None
+        self.data_train_eval: Dataset | None = None
+
+    def eval_dataset(self, split: str) -> Dataset:
+        """One split (train, val or test) with evaluation preprocessing (no augmentation), fixed order."""
+        datasets = {"train": self.data_train_eval, "val": self.data_val, "test": self.data_test}
+        if split not in datasets:
+            raise ValueError(f"unknown split {split!r}; valid: {', '.join(datasets)}")
+        if datasets[split] is None:
+            self.setup("fit")
+        return {"train": self.data_train_eval, "val": self.data_val, "test": self.data_test}[split]
 
     def _loader(self, dataset: Dataset | None, shuffle: bool) -> DataLoader:
         if dataset is None:

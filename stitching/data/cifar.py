@@ -95,6 +95,7 @@ class _CIFARDataModule(ImageDataModule):
             split_hash=split_hash(self.split_indices),
         )
         self.data_train = Subset(train_aug, self.split_indices["train"].tolist())
+        self.data_train_eval = Subset(train_plain, self.split_indices["train"].tolist())
         self.data_val = Subset(train_plain, self.split_indices["val"].tolist())
         self.data_test = test
 

@@ -114,5 +114,6 @@ class DigitsDataModule(ImageDataModule):
         shift = RandomShift(self.hparams.max_shift, fill=-DIGITS_MEAN / DIGITS_STD)
         split = {k: torch.from_numpy(v) for k, v in self.split_indices.items()}
         self.data_train = TensorImageDataset(x[split["train"]], y[split["train"]], shift)
+        self.data_train_eval = TensorImageDataset(x[split["train"]], y[split["train"]])
         self.data_val = TensorImageDataset(x[split["val"]], y[split["val"]])
         self.data_test = TensorImageDataset(x[split["test"]], y[split["test"]])

@@ -68,5 +68,8 @@ class ImageFolderDataModule(ImageDataModule):
         self.data_train = _FixedClassesFolder(
             str(root / self.hparams.train_dir), self.classes, transform=train_tf
         )
+        self.data_train_eval = _FixedClassesFolder(
+            str(root / self.hparams.train_dir), self.classes, transform=eval_tf
+        )
         self.data_val = _FixedClassesFolder(str(root / self.hparams.val_dir), self.classes, transform=eval_tf)
         self.data_test = _FixedClassesFolder(str(root / test_dir), self.classes, transform=eval_tf)

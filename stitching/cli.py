@@ -1,0 +1,148 @@
+"""The ``stitching`` command: ``fit|validate|test`` through LightningCLI, plus the harness's own subcommands.
+
+Model and data classes are chosen in YAML (``class_path``/``init_args``); ``num_classes`` is linked from the
+data module to the model at instantiation; the seed defaults to 0. Each run writes under its own
+``runs/<config-name>/<timestamp>/`` unless ``trainer.default_root_dir`` is set.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+import stitching.data
+import stitching.modules  # noqa: F401  (imported so short class names resolve in YAML)
+from stitching._cli_errors import StitchingArgumentParser
+
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
+RUNS_DIR = Path("runs")
+
+
+class StitchingCLI(LightningCLI):
+    """LightningCLI with any LightningModule/LightningDataModule, linked ``num_classes`` and per-run dirs."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        kwargs.setdefault("seed_everything_default", 0)
+        # Runs get their own dirs, but a re-run with an explicit default_root_dir must not fail either.
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", StitchingArgumentParser)
+        kwargs.setdefault("parser_kwargs", {"prog": "stitching"})
+        self._start = time.perf_counter()
+        super().__init__(L.LightningModule, L.LightningDataModule, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+
+    def _run_config(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def before_instantiate_classes(self) -> None:
+        config = self._run_config()
+        if config.trainer.default_root_dir is None:
+            files = config.get("config") or []
+            name = Path(str(files[-1])).stem if files else "cli"
+            config.trainer.default_root_dir = str(_fresh_dir(RUNS_DIR / name))
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except (ValueError, FileNotFoundError, RuntimeError) as e:
+            # Construction errors are configuration errors (unknown model, missing data, bad checkpoint):
+            # report them like a bad key, in one line, instead of a traceback.
+            self.parser.error(f"{type(e).__name__}: {e}")
+
+    def before_fit(self) -> None:
+        self._start = time.perf_counter()
+
+    def after_fit(self) -> None:
+        print_summary(self.trainer, self.model, self.datamodule, time.perf_counter() - self._start)
+
+    after_validate = after_fit
+    after_test = after_fit
+
+
+def _fresh_dir(parent: Path) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, n = parent / stamp, 0
+    while path.exists():
+        n += 1
+        path = parent / f"{stamp}-{n}"
+    return path
+
+
+def print_summary(trainer: L.Trainer, model: L.LightningModule, datamodule, seconds: float) -> None:
+    """A few lines at the end of a run: what ran, its accuracies, how long, where the checkpoint is."""
+    name = model.hparams.get("model_name") if hasattr(model, "hparams") else None
+    lines = [f"model         {type(model).__name__}" + (f" ({name})" if name else "")]
+    if datamodule is not None:
+        sizes = datamodule.hparams.get("split_sizes") if hasattr(datamodule, "hparams") else None
+        lines.append(f"data          {type(datamodule).__name__}" + (f" {sizes}" if sizes else ""))
+    metrics = trainer.callback_metrics
+    for key in sorted(metrics):
+        if key.split("/")[0] in ("val", "test") and "acc" in key:
+            lines.append(f"{key:<13} {float(metrics[key]):.4f}")
+    lines.append(f"time          {seconds:.1f} s")
+    ckpt = trainer.checkpoint_callback
+    if ckpt is not None and (ckpt.best_model_path or ckpt.last_model_path):
+        lines.append(f"checkpoint    {ckpt.best_model_path or ckpt.last_model_path}")
+    print("\n".join(lines), flush=True)
+
+
+def _not_yet(name: str) -> Callable[[list[str]], int]:
+    def run(argv: list[str]) -> int:
+        print(f"error: `stitching {name}` is not implemented yet", file=sys.stderr)
+        return 2
+
+    return run
+
+
+# Harness subcommands outside LightningCLI; each takes the remaining argv and returns an exit code.
+COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
+    "bench": _not_yet("bench"),
+    "leaderboard": _not_yet("leaderboard"),
+    "sweep": _not_yet("sweep"),
+}
+
+
+def _usage() -> str:
+    return "usage: stitching {" + ",".join((*LIGHTNING_SUBCOMMANDS, *COMMANDS)) + "} [options]"
+
+
+def main(argv: list[str] | None = None) -> int | None:
+    """Entry point of the ``stitching`` console script."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        print(
+            "  fit|validate|test --config FILE   train or evaluate through LightningCLI (--help for options)"
+        )
+        print("  " + "|".join(COMMANDS) + "          benchmark harness commands")
+        return 0
+    command, rest = args[0], args[1:]
+    if command in LIGHTNING_SUBCOMMANDS:
+        with warnings.catch_warnings():
+            # We pass args explicitly by design; LightningCLI would warn about sys.argv under pytest.
+            warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")
+            StitchingCLI(args=args)
+        return 0
+    if command in COMMANDS:
+        return COMMANDS[command](rest)
+    valid = [*LIGHTNING_SUBCOMMANDS, *COMMANDS]
+    close = difflib.get_close_matches(command, valid, n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    print(f"error: unknown subcommand {command!r}{hint}; valid: {', '.join(valid)}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
