@@ -320,3 +320,12 @@ def test_reduce_tokens_excludes_prefix_tokens():
     with pytest.raises(ValueError, match="unknown reduction rule 'avg'"):
         F.reduce_activation(x, "avg")
     assert F.reduce_activation(x[:, 0], "cls").shape == (4, 6)  # already (N, D): unchanged
+
+
+@pytest.mark.parametrize("name", list_metrics())
+def test_inputs_are_not_modified(name):
+    # Metrics centre and normalise float64 copies in place; the caller's tensors must be untouched.
+    x, y = paired(60, 5, 7)
+    x0, y0 = x.clone(), y.clone()
+    call(name, x, y)
+    assert torch.equal(x, x0) and torch.equal(y, y0)

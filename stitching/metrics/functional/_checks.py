@@ -30,8 +30,8 @@ def _check_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> int:
 
 
 def _float64(t: Tensor, name: str, metric: str) -> Tensor:
-    """A detached float64 copy-or-view of ``t``, rejecting NaN/inf (they would silently poison every sum)."""
-    t = t.detach().to(torch.float64)
+    """A detached float64 copy of ``t`` (never a view: callers may modify it in place); NaN/inf rejected."""
+    t = t.detach().to(torch.float64, copy=True)
     if not torch.isfinite(t).all():
         raise ValueError(f"{metric}: {name} contains NaN or inf values")
     return t
@@ -42,7 +42,7 @@ def _centred_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> tuple[
     _check_pair(x, y, metric, min_samples)
     x = _float64(x, "x", metric)
     y = _float64(y, "y", metric)
-    return x - x.mean(0, keepdim=True), y - y.mean(0, keepdim=True)
+    return x.sub_(x.mean(0, keepdim=True)), y.sub_(y.mean(0, keepdim=True))  # in place: one copy per side
 
 
 def _require_variation(t: Tensor, name: str, metric: str) -> None:

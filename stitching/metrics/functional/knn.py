@@ -24,7 +24,7 @@ import math
 import torch
 from torch import Tensor
 
-from stitching.metrics.functional._checks import _check_pair
+from stitching.metrics.functional._checks import _check_pair, _float64
 
 _BLOCK_BYTES = 32 * 2**20  # similarity block budget: rows * N * 8 bytes
 
@@ -41,18 +41,19 @@ def nearest_neighbours(x: Tensor, topk: int, block_size: int | None = None) -> t
 
     Returns ``(values, indices)``, both ``(N, topk)``, values in float64 and sorted descending.
     """
+    if x.ndim != 2:
+        raise ValueError(f"nearest_neighbours: x must be 2-d (N, D), got shape {tuple(x.shape)}")
     n = x.shape[0]
-    z = x.detach().to(torch.float64, copy=True)  # one float64 copy, normalised in place
-    if not torch.isfinite(z).all():
-        raise ValueError("nearest_neighbours: features contain NaN or inf values")
+    _check_topk(topk, n, "nearest_neighbours", minimum=1)
+    z = _float64(x, "x", "nearest_neighbours")  # one float64 copy, normalised in place
     z /= z.norm(dim=1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)  # zero rows stay zero
     rows = block_size or max(1, _BLOCK_BYTES // (8 * n))
-    values = torch.empty(n, topk, dtype=torch.float64)
-    indices = torch.empty(n, topk, dtype=torch.long)
+    values = torch.empty(n, topk, dtype=torch.float64, device=z.device)
+    indices = torch.empty(n, topk, dtype=torch.long, device=z.device)
     for start in range(0, n, rows):
         stop = min(start + rows, n)
         sim = z[start:stop] @ z.T
-        local = torch.arange(stop - start)
+        local = torch.arange(stop - start, device=z.device)
         sim[local, local + start] = -math.inf  # self is never a neighbour
         values[start:stop], indices[start:stop] = sim.topk(topk, dim=1)
     return values, indices
@@ -92,8 +93,8 @@ def _sparse_unbiased_hsic(n: int, rows: Tensor, cols: Tensor, a: Tensor, b: Tens
     transposed = cols * n + rows  # where B_ji sits, if (j, i) is in the support
     pos = torch.searchsorted(sorted_keys, transposed).clamp_max(keys.numel() - 1)
     b_t = torch.where(sorted_keys[pos] == transposed, sorted_b[pos], torch.zeros_like(a))
-    col_sum_a = torch.zeros(n, dtype=torch.float64).index_add_(0, cols, a)
-    row_sum_b = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, b)
+    col_sum_a = torch.zeros(n, dtype=a.dtype, device=a.device).index_add_(0, cols, a)
+    row_sum_b = torch.zeros(n, dtype=b.dtype, device=b.device).index_add_(0, rows, b)
     value = (a * b_t).sum() + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2 * (col_sum_a @ row_sum_b) / (n - 2)
     return value / (n * (n - 3))
 
@@ -116,13 +117,13 @@ def cknna(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = None, e
     vx, ix = nearest_neighbours(x, topk, block_size)
     vy, iy = nearest_neighbours(y, topk, block_size)
 
-    own_rows = torch.arange(n).repeat_interleave(topk)
+    own_rows = torch.arange(n, device=ix.device).repeat_interleave(topk)
     hxx = _sparse_unbiased_hsic(n, own_rows, ix.flatten(), vx.flatten(), vx.flatten())
     hyy = _sparse_unbiased_hsic(n, own_rows, iy.flatten(), vy.flatten(), vy.flatten())
 
     # Pairs neighbouring in both spaces: slot p of x's list matches slot q of y's list.
     row, p, q = (ix.unsqueeze(2) == iy.unsqueeze(1)).nonzero(as_tuple=True)
     if row.numel() == 0:
-        return torch.zeros((), dtype=torch.float64)
+        return torch.zeros((), dtype=torch.float64, device=vx.device)
     hxy = _sparse_unbiased_hsic(n, row, ix[row, p], vx[row, p], vy[row, q])
     return hxy / ((hxx * hyy).sqrt() + eps)

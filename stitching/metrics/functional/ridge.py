@@ -55,8 +55,8 @@ def ridge_r2(
         raise ValueError("ridge_r2: pass both x_test and y_test, or neither")
     _check_pair(x, y, "ridge_r2", min_samples=2)
     x, y = _float64(x, "x", "ridge_r2"), _float64(y, "y", "ridge_r2")
-    x_mean, y_mean = x.mean(0), y.mean(0)
-    x, y = x - x_mean, y - y_mean
+    x_mean, y_mean = x.mean(0), y.mean(0)  # kept to centre the test pair
+    x, y = x.sub_(x_mean), y.sub_(y_mean)
     _require_variation(x, "x", "ridge_r2")
     lam = alpha * float(x.square().sum()) / x.shape[1]
     if x_test is None:
