@@ -140,7 +140,9 @@ class SingleHostSlurm:
         self._wait(lambda: self._ok(["sinfo", "-h", "-o", "%T"], "idle"), timeout_s, "the node to be idle")
 
     def stop(self) -> None:
-        """Stop exactly the daemons started here, newest first."""
+        """Cancel this cluster's jobs, let them finish, then stop exactly the daemons started here."""
+        if len(self.procs) == 3 and all(p.poll() is None for p in self.procs):  # fully up
+            self._drain_jobs()
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -151,6 +153,28 @@ class SingleHostSlurm:
                     proc.wait()
         self.procs.clear()
         self._log.close()
+
+    def _drain_jobs(self, timeout_s: float = 30) -> None:
+        # a job step still tearing down when slurmd stops leaves its slurmstepd behind for good
+        env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        subprocess.run(["scancel", "--full", "--user", "root"], env=env, capture_output=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            res = subprocess.run(
+                ["squeue", "--noheader", "--states=all", "--format=%T"],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode == 0 and not set(res.stdout.split()) & {
+                "RUNNING",
+                "COMPLETING",
+                "PENDING",
+                "CONFIGURING",
+                "SUSPENDED",
+            }:
+                return
+            time.sleep(0.5)
 
     def _spawn(self, cmd: list[str], env: dict, **kwargs) -> None:
         self.procs.append(

@@ -125,4 +125,20 @@ def test_preempted_group_requeues_through_checkpoint_and_skips_finished_cells(sl
     assert len((tmp_path / "b-slow.starts").read_text().split()) == 2, "the slow cell was resumed once"
     # the quick cell's outcome travelled in the checkpointed CellBatch: not even called again
     assert (tmp_path / "a-quick.calls").read_text().split() == ["call"]
-    assert f"Requeued job {job_id}" in job.stderr(), "submitit's checkpoint() requeued it"
+    assert f"Requeued job {job_id}" in job.stdout(), "submitit's checkpoint() requeued it"
+
+
+def gpu_env_cell(cell: dict) -> dict:
+    return {
+        "cell_id": cell["cell_id"],
+        "env": {k: v for k, v in os.environ.items() if "GPU" in k or "CUDA" in k},
+    }
+
+
+def test_gpu_requests_reach_the_job(slurm, tmp_path):
+    """``gpus_per_node`` becomes ``--gpus-per-node`` (the test cluster has two fake GPUs as GRES)."""
+    executor = SlurmExecutor(load_slurm_options("local-test", gpus_per_node=2), progress=False)
+    report = executor.run([{"cell_id": "g"}], gpu_env_cell, workdir=tmp_path)
+    assert report.ok, report.errors
+    # no CUDA_VISIBLE_DEVICES with fake GRES devices and task/none; the allocation itself shows here
+    assert report.results["g"]["env"]["SLURM_GPUS_ON_NODE"] == "2"
