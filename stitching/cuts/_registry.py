@@ -10,10 +10,10 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Stage:
-    """One piece of a model's forward path; running all stages in order equals ``model(x)``.
+    """One piece of a model's forward path; running all stages in order is ``model(x)``.
 
-    ``name`` is the module path after which a cut falls; ``cut`` says whether a cut after this stage is offered
-    (stem internals, final norms and heads are stages but not cut points).
+    ``name`` is the module path after which a cut falls; ``cut`` says whether a cut after this stage is
+    offered (stem internals, final norms and heads are stages but not cut points).
     """
 
     name: str

@@ -36,8 +36,9 @@ def model_stages(model: nn.Module, input_size: tuple[int, ...] | None = None) ->
         return fx_stages(model, input_size or default_input_size(model))
     except FxTraceError as e:
         raise UnsupportedModelError(
-            f"{type(model).__name__} is not supported: no splitter matches it and torch.fx cannot cut it ({e}). "
-            f"Supported families: {', '.join(list_families())}; other models need an fx-traceable forward."
+            f"{type(model).__name__} is not supported: no splitter matches it and torch.fx cannot cut it "
+            f"({e}). Supported families: {', '.join(list_families())}; "
+            "other models need an fx-traceable forward."
         ) from e
 
 
@@ -100,12 +101,15 @@ def _resolve(stages: list[Stage], cut: str | float | CutPoint) -> int:
     raise ValueError(f"cut must be a cut name, a depth in [0, 1] or a CutPoint, got {cut!r}; cuts: {names}")
 
 
-def split_model(model: nn.Module, cut: str | float | CutPoint) -> tuple[Segment, Segment]:
+def split_model(
+    model: nn.Module, cut: str | float | CutPoint, input_size: tuple[int, ...] | None = None
+) -> tuple[Segment, Segment]:
     """Split ``model`` into ``(front, back)`` at ``cut`` so that ``back(front(x)) == model(x)`` in eval mode.
 
     ``cut`` is a cut name from ``list_cuts``, a relative depth in [0, 1] (the nearest cut) or a ``CutPoint``.
-    Both halves share the model's modules and parameters (no copies).
+    Both halves share the model's modules and parameters (no copies). ``input_size`` is only read by the
+    torch.fx fallback (to find cuts whose activation is a feature map or token sequence).
     """
-    stages = model_stages(model)
+    stages = model_stages(model, input_size)
     k = _resolve(stages, cut)
     return Segment(stages[: k + 1]), Segment(stages[k + 1 :])

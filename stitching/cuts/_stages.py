@@ -64,17 +64,17 @@ def stem(model: nn.Module, names: Iterable[str]) -> Stage:
     """The stem as one stage, named after its last module that is not an ``nn.Identity``."""
     names = [n for n in names if getattr(model, n, None) is not None]
     modules = [getattr(model, n) for n in names]
-    real = [n for n, m in zip(names, modules) if not isinstance(m, nn.Identity)]
+    real = [n for n, m in zip(names, modules, strict=True) if not isinstance(m, nn.Identity)]
     return Stage(real[-1] if real else names[-1], nn.Sequential(*modules))
 
 
 def head(model: nn.Module, used: Sequence[Stage], method: str = "forward_head") -> Stage:
-    """The model's head method as a (non-cut) stage owning every top-level child and parameter not used yet."""
+    """The head method as a (non-cut) stage that owns every top-level child and parameter not used yet."""
     taken = {id(p) for s in used for p in s.module.parameters()}
     taken |= {id(m) for s in used for m in s.module.modules()}
     owned: dict[str, nn.Module | nn.Parameter] = {}
     for name, child in model.named_children():
-        if id(child) not in taken:
+        if not any(id(m) in taken for m in child.modules()):  # containers of used blocks are not the head's
             owned[name] = child
     for name, param in model.named_parameters(recurse=False):
         if id(param) not in taken:

@@ -13,7 +13,7 @@ from stitching.cuts._stages import blocks, head, overrides
     "convnext", matches=lambda m: isinstance(m, ConvNeXt) and not overrides(m, ConvNeXt, "forward_features")
 )
 def convnext_stages(model: nn.Module) -> list[Stage]:
-    """``stem``, then per stage its downsample (not a cut) and blocks: ``stages.0.blocks.0, ..., stages.0``."""
+    """``stem``, then per stage its downsample (not a cut) and blocks ``stages.0.blocks.0, ..., stages.0``."""
     stages = [Stage("stem", model.stem)]
     for i, stage in enumerate(model.stages):
         stages.append(Stage(f"stages.{i}.downsample", stage.downsample, cut=False))

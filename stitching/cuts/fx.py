@@ -71,6 +71,17 @@ def _cut_nodes(gm: fx.GraphModule, ndims: tuple[int, ...]) -> list[fx.Node]:
     return cuts
 
 
+def _coarsest(model: nn.Module, path: str) -> str:
+    """Name a cut after the largest container ending with module ``path`` (``stages.0.1`` -> ``stages.0``)."""
+    while "." in path:
+        parent_path, child = path.rsplit(".", 1)
+        parent = model.get_submodule(parent_path)
+        if parent_path.count(".") == 0 or list(parent._modules)[-1] != child:
+            break  # keep top-level containers split (``stages.3``, not ``stages``)
+        path = parent_path
+    return path
+
+
 def _segment(gm: fx.GraphModule, nodes: list[fx.Node], start: fx.Node | None) -> fx.GraphModule:
     """A GraphModule computing ``nodes`` from the value of ``start`` (the model input if None)."""
     graph = fx.Graph()
@@ -115,7 +126,7 @@ def fx_stages(model: nn.Module, input_size: tuple[int, ...]) -> list[Stage]:
     stages, start, begin = [], None, 0
     for cut in cuts:
         end = nodes.index(cut) + 1
-        stages.append(Stage(str(cut.target), _segment(gm, nodes[begin:end], start)))
+        stages.append(Stage(_coarsest(model, str(cut.target)), _segment(gm, nodes[begin:end], start)))
         start, begin = cut, end
     stages.append(Stage("head", _segment(gm, nodes[begin:], start), cut=False))
     return stages

@@ -24,8 +24,8 @@ _EMBED_OWNED = ("cls_token", "reg_token", "dist_token", "pos_embed", "pos_drop")
     ),
 )
 def vit_stages(model: nn.Module) -> list[Stage]:
-    """``patch_embed -> _pos_embed -> patch_drop -> norm_pre`` (cut: ``norm_pre``), ``blocks.0 .. blocks.N-1``,
-    then ``norm`` and ``forward_head``."""
+    """``patch_embed -> _pos_embed -> patch_drop -> norm_pre`` (the stem cut: ``norm_pre``), then
+    ``blocks.0 .. blocks.N-1``, ``norm`` and ``forward_head``."""
     owned = {n: getattr(model, n) for n in _EMBED_OWNED if getattr(model, n, None) is not None}
     stages = [
         Stage("patch_embed", model.patch_embed, cut=False),

@@ -1,4 +1,4 @@
-"""``create_model`` / ``list_models``: timm's registry (which holds our mini_* variants too) plus checkpoints."""
+"""``create_model`` / ``list_models``: timm's registry (which holds our mini_* variants) plus checkpoints."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ default_cfgs = generate_default_cfgs(
 
 
 class MiniResNet(ResNet):
-    """A timm ResNet whose stem keeps full resolution: a 3x3 stride-1 conv (or a stride-1 deep stem), no maxpool.
+    """A timm ResNet whose stem keeps full resolution: 3x3 stride-1 conv (or stride-1 deep stem), no maxpool.
 
     timm's plain stem is a 7x7 stride-2 conv with 64 channels whatever ``stem_width`` says; at 32x32 its
     stride 4 (with the maxpool) leaves too little of the image, so the stem is rebuilt here and the
@@ -86,7 +86,7 @@ def mini_resnet(pretrained: bool = False, **kwargs) -> ResNet:
 
 @register_model
 def mini_resnet_d(pretrained: bool = False, **kwargs) -> ResNet:
-    """``mini_resnet`` with the ResNet-D tweaks: a 3-conv deep stem (stride 1 here) and average-pool shortcuts."""
+    """``mini_resnet`` with ResNet-D tweaks: a 3-conv deep stem (stride 1 here) and avg-pool shortcuts."""
     args = dict(
         block=BasicBlock, layers=(2, 2, 2, 2), channels=(16, 32, 64, 128), stem_width=8, avg_down=True
     )
@@ -144,12 +144,18 @@ def mini_mobilenetv3(pretrained: bool = False, **kwargs) -> MobileNetV3:
     )
 
 
+class MiniRegNet(RegNet):
+    """A timm RegNet whose stem conv has stride 1 (full resolution at 32x32), ``feature_info`` corrected."""
+
+    def __init__(self, cfg: RegNetCfg, **kwargs):
+        super().__init__(cfg, **kwargs)
+        self.stem.conv.stride = (1, 1)
+        for info in self.feature_info:
+            info["reduction"] = max(1, info["reduction"] // 2)
+
+
 @register_model
 def mini_regnet(pretrained: bool = False, **kwargs) -> RegNet:
-    """RegNetX-style network (grouped-conv bottlenecks) of width 16-128, with a stride-1 stem for 32x32."""
+    """RegNetX-style network (grouped-conv bottlenecks, widths 16-128, depths 1-2-4-1), stride-1 stem."""
     cfg = RegNetCfg(w0=16, wa=12.0, wm=2.0, group_size=8, depth=8, stem_width=16)
-    model = build_model_with_cfg(RegNet, "mini_regnet", pretrained, model_cfg=cfg, **kwargs)
-    model.stem.conv.stride = (1, 1)  # keep full resolution in the stem
-    for info in model.feature_info:
-        info["reduction"] = max(1, info["reduction"] // 2)
-    return model
+    return build_model_with_cfg(MiniRegNet, "mini_regnet", pretrained, model_cfg=cfg, **kwargs)
