@@ -203,6 +203,7 @@ def test_cli_flags_override_the_preset():
         parser.parse_args(["--slurm.additional_parameters", "novalue"])
 
 
+@pytest.mark.filterwarnings("ignore:The `srun` command is available")
 def test_lightning_leaves_requeue_to_submitit_only_inside_a_submitit_job(monkeypatch):
     monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
     assert lightning_plugins_for_slurm() == []
@@ -212,3 +213,11 @@ def test_lightning_leaves_requeue_to_submitit_only_inside_a_submitit_job(monkeyp
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     assert isinstance(env, SLURMEnvironment) and env.auto_requeue is False
+
+
+def test_executor_arguments_coexist_with_a_callers_own_no_wait_flag():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--no-wait", action="store_true")
+    add_executor_arguments(parser)
+    args = parser.parse_args(["--executor", "slurm", "--no-wait"])
+    assert args.no_wait and isinstance(executor_from_args(args), SlurmExecutor)

@@ -32,11 +32,12 @@ def add_executor_arguments(parser: argparse.ArgumentParser) -> None:
         help="where cells run: in this process, in N local processes, or as SLURM jobs",
     )
     group.add_argument("--workers", type=int, default=2, help="processes for --executor local")
-    group.add_argument(
-        "--no-wait",
-        action="store_true",
-        help="slurm: return after submitting; run again later to collect and resume",
-    )
+    if "--no-wait" not in parser._option_string_actions:  # the caller may already define it
+        group.add_argument(
+            "--no-wait",
+            action="store_true",
+            help="slurm: return after submitting; run again later to collect and resume",
+        )
     group.add_argument(
         "--slurm.preset",
         dest="slurm_preset",
