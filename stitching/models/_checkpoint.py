@@ -70,21 +70,13 @@ def load_checkpoint(
             f"{tuple(expected[k].shape)}): pass num_classes={state[k].shape[0]} or drop_head=True"
         )
     if missing or unexpected or shapes:
-        name = f"{saved_name or 'another model'}" if saved_name else "another architecture"
+        mismatch = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes]
         detail = "; ".join(
             f"{what}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-            for what, keys in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                (
-                    "shape mismatch",
-                    [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}" for k in shapes],
-                ),
-            )
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatch))
             if keys
         )
-        raise ValueError(
-            f"{path} does not fit {model_name or type(model).__name__} (it looks like {name}): {detail}"
-        )
+        target = model_name or type(model).__name__
+        raise ValueError(f"{path} is not a checkpoint of {target} (another architecture?): {detail}")
     model.load_state_dict(state, strict=not drop_head)
     return model
