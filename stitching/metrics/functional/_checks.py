@@ -32,7 +32,9 @@ def _check_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> int:
 def _float64(t: Tensor, name: str, metric: str) -> Tensor:
     """A detached float64 copy of ``t`` (never a view: callers may modify it in place); NaN/inf rejected."""
     t = t.detach().to(torch.float64, copy=True)
-    if not torch.isfinite(t).all():
+    # Row chunks: torch.isfinite on the whole matrix allocates temporaries larger than the matrix itself.
+    rows = max(1, 2**20 // max(1, t.shape[-1]))
+    if not all(bool(torch.isfinite(chunk).all()) for chunk in t.split(rows)):
         raise ValueError(f"{metric}: {name} contains NaN or inf values")
     return t
 
