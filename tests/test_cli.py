@@ -1,0 +1,117 @@
+"""The `stitching` command in-process: fit/test runs, shipped configs, links, and one-line errors."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from stitching import cli
+from stitching.cli import StitchingCLI, main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = """
+model:
+  class_path: stitching.modules.ClassifierModule
+  init_args: {model_name: test_resnet}
+data:
+  class_path: stitching.data.DigitsDataModule
+  init_args: {batch_size: 32}
+trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, limit_test_batches: 1,
+          num_sanity_val_steps: 0, enable_progress_bar: false}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _runs_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on the shared 2-core machine are slower than one
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return str(path)
+
+
+def test_fast_dev_run(tiny, capsys):
+    assert main(["fit", "--config", tiny, "--trainer.fast_dev_run=true"]) == 0
+    out = capsys.readouterr().out
+    assert "ClassifierModule (test_resnet)" in out and "val/acc" in out and "DigitsDataModule" in out
+
+
+def test_runs_get_their_own_dirs_and_a_summary(tiny, tmp_path, capsys):
+    for _ in range(2):
+        assert main(["fit", "--config", tiny]) == 0
+    runs = sorted((tmp_path / "runs" / "tiny").iterdir())
+    assert len(runs) == 2 and all(len(list(r.rglob("config.yaml"))) == 1 for r in runs)
+    out = capsys.readouterr().out
+    ckpt = out.strip().splitlines()[-1].split()[-1]
+    assert ckpt.endswith(".ckpt") and Path(ckpt).is_file()
+    assert main(["test", "--config", tiny, f"--ckpt_path={ckpt}"]) == 0
+    assert "test/acc" in capsys.readouterr().out
+
+
+def test_num_classes_is_linked_from_the_data(tmp_path):
+    from PIL import Image
+
+    for c in "abc":
+        (tmp_path / "img" / "train" / c).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / "img" / "train" / c / "0.png")
+    args = [
+        "--model=stitching.modules.ClassifierModule",
+        "--model.model_name=test_resnet",
+        "--data=stitching.data.ImageFolderDataModule",
+        f"--data.root={tmp_path / 'img'}",
+    ]
+    built = StitchingCLI(args=args, run=False)
+    assert built.model.hparams.num_classes == 3 and built.model.model.num_classes == 3
+
+
+def _instantiate_only(path: Path) -> StitchingCLI:
+    return StitchingCLI(args=["--config", str(path), "--trainer.logger=false"], run=False)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_training_configs_build(path):
+    built = _instantiate_only(path)
+    assert built.model.hparams.model_name == built.config.model.init_args.model_name
+    assert built.model.hparams.num_classes == built.datamodule.num_classes
+
+
+def _error(capsys, *args) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: ")
+    return err[0]
+
+
+def test_unknown_model_lists_close_matches(tiny, capsys):
+    line = _error(capsys, "--config", tiny, "--model.init_args.model_name=mini_resnt")
+    assert "unknown model 'mini_resnt'" in line and "mini_resnet" in line
+
+
+def test_unknown_data_class_lists_ours(tiny, capsys):
+    line = _error(capsys, "--config", tiny, "--data.class_path=stitching.data.DigitDataModule")
+    assert "did you mean stitching.data.DigitsDataModule" in line
+    assert "valid: stitching.data.CIFAR10DataModule" in line and "ImageFolderDataModule" in line
+
+
+def test_unknown_keys_list_valid_options(tiny, capsys):
+    line = _error(capsys, "--config", tiny, "--data.init_args.batchsize=3")
+    assert "has no option 'batchsize' (did you mean batch_size" in line and "split_seed" in line
+    line = _error(capsys, "--config", tiny, "--trainer.max_epocs=1")
+    assert "did you mean --trainer.max_epochs" in line
+
+
+def test_unknown_subcommand(capsys):
+    assert main(["fitt"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean fit" in err and "bench" in err and "leaderboard" in err
+    assert main([]) == 0 and "usage: stitching" in capsys.readouterr().out
+    assert set(cli.COMMANDS) >= {"bench", "leaderboard", "sweep"}
