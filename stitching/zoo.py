@@ -200,7 +200,9 @@ def _cli(args: list[str], instantiate: bool):
             if instantiate:
                 super().instantiate_classes()
 
-    return _ZooCLI(args=args, run=False, save_config_callback=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*LightningCLI's args parameter.*")  # args are ours
+        return _ZooCLI(args=args, run=False, save_config_callback=None)
 
 
 def _resolved_config(args: list[str]) -> dict:

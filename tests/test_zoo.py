@@ -143,3 +143,16 @@ def test_concurrent_first_use_trains_once(recipe, tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache" / "zoo").iterdir() if not p.name.endswith(".lock")) == [
         keys.pop()
     ]
+
+
+def test_model_source_parses_from_yaml():
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--source", type=ModelSource)
+    yaml = "source: {name: mini_resnet, train: configs/train/mini_resnet.yaml, seed: 2}"
+    config = parser.parse_string(yaml)
+    source = parser.instantiate_classes(config).source
+    assert source == ModelSource("mini_resnet", train="configs/train/mini_resnet.yaml", seed=2)
+    with pytest.raises(Exception, match="seeed"):
+        parser.parse_string("source: {name: mini_resnet, seeed: 2}")
