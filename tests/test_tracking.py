@@ -397,3 +397,24 @@ def test_nan_metrics_survive_the_round_trip(tmp_path):
     assert read_offline_run(run.dir).summary["lstsq_acc"] is None  # W&B writes NaN as null
     back = record_from_run(run.config, run.summary, run.id)
     assert math.isnan(back["metrics"]["lstsq_acc"])
+
+
+@pytest.fixture
+def fresh_wandb_setup():
+    """wandb reads its environment once per process setup; the agent starts each run in a new process."""
+    wandb.teardown()
+    yield
+    wandb.teardown()
+
+
+def test_under_a_sweep_agent_the_agents_run_is_used(monkeypatch, tmp_path, fresh_wandb_setup):
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep1")
+    monkeypatch.setenv("WANDB_RUN_ID", "agentrun1")
+    monkeypatch.setenv("WANDB_PROJECT", "from-agent")
+    record = synthetic_records()[1]
+    path = log_cell_record(record, mode="offline", dir=tmp_path)
+    (run,) = offline_runs(tmp_path)
+    assert path == "from-agent/agentrun1" and (run.id, run.project) == ("agentrun1", "from-agent")
+    assert (
+        run.summary["penalty"] == record["metrics"]["penalty"] and run.config["cell_id"] == record["cell_id"]
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 MODES = ("online", "offline", "disabled", "shared")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
+DEFAULT_PROJECT = "stitching"
 
 
 def has_api_key() -> bool:
@@ -68,3 +69,8 @@ def stable_run_id(*parts: Any, prefix: str = "") -> str:
 def slug(text: str, max_len: int = 40) -> str:
     """``text`` reduced to characters W&B accepts in run ids (letters, digits, ``-`` and ``_``)."""
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-")[:max_len] or "run"
+
+
+def project_name(project: str | None = None) -> str:
+    """``project``, else ``WANDB_PROJECT`` (sweep agents set it), else ``stitching``."""
+    return project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT

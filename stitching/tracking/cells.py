@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from stitching.bench.store import ResultStore
-from stitching.tracking._mode import resolve_mode, slug
+from stitching.tracking._mode import project_name, resolve_mode, slug
 
-DEFAULT_PROJECT = "stitching"
 #: Summary keys that are not metrics; every metric is listed in ``higher_is_better``.
 RECORD_FIELDS = ("adapter_params", "timings", "higher_is_better", "versions", "git_commit", "created", "host")
 
@@ -65,7 +64,7 @@ def record_to_run(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
 
 def log_cell_record(
     record: dict[str, Any],
-    project: str = DEFAULT_PROJECT,
+    project: str | None = None,
     entity: str | None = None,
     mode: str | None = None,
     dir: str | os.PathLike | None = None,
@@ -79,7 +78,7 @@ def log_cell_record(
     config, summary = record_to_run(record)
     in_sweep = bool(os.environ.get("WANDB_SWEEP_ID"))
     run = wandb.init(
-        project=project,
+        project=project_name(project),
         entity=entity,
         mode=resolve_mode(mode),
         dir=dir,
@@ -104,7 +103,7 @@ def log_cell_record(
 
 def log_cells_to_wandb(
     results_dir: str | os.PathLike,
-    project: str = DEFAULT_PROJECT,
+    project: str | None = None,
     entity: str | None = None,
     mode: str | None = None,
     plots: bool = True,
@@ -129,7 +128,7 @@ def log_cells_to_wandb(
 
 def log_leaderboard_run(
     records: list[dict[str, Any]],
-    project: str = DEFAULT_PROJECT,
+    project: str | None = None,
     entity: str | None = None,
     mode: str | None = None,
     plots: bool = True,
@@ -145,7 +144,7 @@ def log_leaderboard_run(
     frame = records_to_frame(records)
     table = leaderboard(frame)
     run = wandb.init(
-        project=project,
+        project=project_name(project),
         entity=entity,
         mode=resolve_mode(mode),
         dir=dir,

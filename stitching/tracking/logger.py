@@ -10,9 +10,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from stitching.tracking._mode import resolve_mode, stable_run_id
-
-DEFAULT_PROJECT = "stitching"
+from stitching.tracking._mode import project_name, resolve_mode, stable_run_id
 
 
 class StitchingWandbLogger(WandbLogger):
@@ -21,7 +19,7 @@ class StitchingWandbLogger(WandbLogger):
     YAML: ``trainer.logger: {class_path: stitching.tracking.StitchingWandbLogger, init_args: {...}}``.
 
     Args:
-        project: W&B project.
+        project: W&B project (default: ``WANDB_PROJECT``, else ``stitching``).
         mode: ``online``, ``offline`` or ``disabled``; default: ``WANDB_MODE``, else online only when an API
             key is configured (``WANDB_API_KEY``, ``~/.netrc``, wandb settings).
         id: W&B run id. Default: ``WANDB_RUN_ID`` if set (sweep agents set it); else derived from the SLURM
@@ -34,7 +32,7 @@ class StitchingWandbLogger(WandbLogger):
 
     def __init__(
         self,
-        project: str = DEFAULT_PROJECT,
+        project: str | None = None,
         name: str | None = None,
         save_dir: str | os.PathLike | None = None,
         id: str | None = None,
@@ -50,7 +48,7 @@ class StitchingWandbLogger(WandbLogger):
             id = default_run_id(save_dir, name)
         kwargs.setdefault("resume", "allow")
         super().__init__(
-            project=project,
+            project=project_name(project),
             name=name,
             save_dir=os.fspath(save_dir) if save_dir is not None else ".",
             id=id,

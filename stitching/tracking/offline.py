@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -100,9 +101,23 @@ class OfflineRun:
         return pd.DataFrame(payload["data"], columns=payload["columns"])
 
 
-def read_offline_run(run_dir: str | Path) -> OfflineRun:
-    """Fold the record stream of one ``offline-run-*`` directory into config, summary, history and files."""
+def read_offline_run(run_dir: str | Path, timeout: float = 30.0) -> OfflineRun:
+    """Fold the record stream of one ``offline-run-*`` directory into config, summary, history and files.
+
+    ``run.finish()`` returns before wandb's core process has flushed the stream (measured: a file holding
+    only its header right after ``finish``), so this waits up to ``timeout`` seconds for the exit record; a
+    run that never finished (killed) is returned as far as it got, with ``exit_code`` None.
+    """
     run_dir = Path(run_dir)
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _fold(run_dir)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.05)
+
+
+def _fold(run_dir: Path) -> OfflineRun:
     streams = sorted(run_dir.glob("run-*.wandb"))
     if not streams:
         raise FileNotFoundError(f"no run-<id>.wandb file in {run_dir}")
@@ -133,12 +148,13 @@ def read_offline_run(run_dir: str | Path) -> OfflineRun:
     return run
 
 
-def offline_runs(wandb_dir: str | Path) -> list[OfflineRun]:
-    """Every offline run under ``wandb_dir`` (the ``wandb/`` folder or its parent), oldest first."""
+def offline_runs(wandb_dir: str | Path, timeout: float = 30.0) -> list[OfflineRun]:
+    """Every offline run under ``wandb_dir`` (the ``wandb/`` folder or its parent), oldest first; see
+    ``read_offline_run`` for ``timeout``."""
     root = Path(wandb_dir)
     if (root / "wandb").is_dir():
         root = root / "wandb"
-    return [read_offline_run(d) for d in sorted(root.glob("offline-run-*")) if d.is_dir()]
+    return [read_offline_run(d, timeout) for d in sorted(root.glob("offline-run-*")) if d.is_dir()]
 
 
 def _key(item: Any) -> list[str]:
