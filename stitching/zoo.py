@@ -227,6 +227,8 @@ def _quiet():
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)
+    # Lightning raises torch's thread count to all cores unless OMP_NUM_THREADS is set: keep the caller's.
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
