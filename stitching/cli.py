@@ -8,6 +8,7 @@ data module to the model at instantiation; the seed defaults to 0. Each run writ
 from __future__ import annotations
 
 import difflib
+import importlib
 import sys
 import time
 import warnings
@@ -106,10 +107,18 @@ def _not_yet(name: str) -> Callable[[list[str]], int]:
     return run
 
 
+def _lazy(module: str, function: str) -> Callable[[list[str]], int | None]:
+    def run(argv: list[str]) -> int | None:
+        return getattr(importlib.import_module(module), function)(argv)
+
+    return run
+
+
 # Harness subcommands outside LightningCLI; each takes the remaining argv and returns an exit code.
+# Imported on use so that `stitching fit` does not pay for the benchmark machinery.
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
-    "bench": _not_yet("bench"),
-    "leaderboard": _not_yet("leaderboard"),
+    "bench": _lazy("stitching.bench.commands", "bench_main"),
+    "leaderboard": _lazy("stitching.bench.commands", "leaderboard_main"),
     "sweep": _not_yet("sweep"),
 }
 
