@@ -53,6 +53,9 @@ class StitchingCLI(LightningCLI):
             files = config.get("config") or []
             name = Path(str(files[-1])).stem if files else "cli"
             config.trainer.default_root_dir = str(_fresh_dir(RUNS_DIR / name))
+        from stitching.tracking import prepare_cli_logger
+
+        prepare_cli_logger(config)  # a W&B logger's run id follows the run dir, so a resumed run continues it
 
     def instantiate_classes(self) -> None:
         try:
@@ -99,14 +102,6 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, datamodule, seco
     print("\n".join(lines), flush=True)
 
 
-def _not_yet(name: str) -> Callable[[list[str]], int]:
-    def run(argv: list[str]) -> int:
-        print(f"error: `stitching {name}` is not implemented yet", file=sys.stderr)
-        return 2
-
-    return run
-
-
 def _lazy(module: str, function: str) -> Callable[[list[str]], int | None]:
     def run(argv: list[str]) -> int | None:
         return getattr(importlib.import_module(module), function)(argv)
@@ -119,7 +114,7 @@ def _lazy(module: str, function: str) -> Callable[[list[str]], int | None]:
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "bench": _lazy("stitching.bench.commands", "bench_main"),
     "leaderboard": _lazy("stitching.bench.commands", "leaderboard_main"),
-    "sweep": _not_yet("sweep"),
+    "sweep": _lazy("stitching.tracking", "sweep_main"),
 }
 
 

@@ -197,12 +197,6 @@ def test_leaderboard_run_holds_the_store_leaderboard_table(store, logged):
     assert sorted(cells["cell_id"]) == sorted(store.finished_ids())
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=True,
-    reason="stitching/bench/plots.py penalty_vs_depth averages every column, strings included (pandas 3 "
-    "raises); fix: sub.groupby('source_depth')[['penalty', 'control_penalty']].agg(['mean', 'std'])",
-)
 def test_leaderboard_run_holds_the_plots(store, tmp_path):
     frame = records_to_frame(store.records())
     plots = write_plots(frame, tmp_path / "expected")

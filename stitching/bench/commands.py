@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from stitching.bench.suite import SuiteError
@@ -28,6 +29,10 @@ def bench_main(argv: list[str]) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
     parser.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard and plots")
+    parser.add_argument("--cell", action="append", default=[], metavar="ID",
+                        help="run only this cell id (repeatable); used by W&B sweep agents")
+    parser.add_argument("--wandb-project", metavar="[ENTITY/]PROJECT",
+                        help="afterwards, log a W&B run per cell and a leaderboard run (offline: no key)")
     add_executor_arguments(parser)
     args = parser.parse_args(argv)
     try:
@@ -36,6 +41,10 @@ def bench_main(argv: list[str]) -> int:
     except (SuiteError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.cell:
+        cells = _select_cells(cells, args.cell)
+        if cells is None:
+            return 2
     if args.dry_run:
         for cell in cells:
             c = cell["config"]
@@ -45,7 +54,8 @@ def bench_main(argv: list[str]) -> int:
             )
         print(f"{len(cells)} cells")
         return 0
-    summary = run_suite(suite, args.results, executor=executor_from_args(args), wait=not args.no_wait)
+    summary = run_suite(suite, args.results, executor=executor_from_args(args), wait=not args.no_wait,
+                        cells=cells)
     print(
         f"{summary['finished']}/{summary['cells']} cells finished in {summary['seconds']:.0f} s "
         f"-> {summary['results_dir']}"
@@ -54,10 +64,38 @@ def bench_main(argv: list[str]) -> int:
         print(f"cell {cell_id} failed:\n{error}", file=sys.stderr)
     if summary["pending"]:
         print(f"{len(summary['pending'])} cells still queued or running; re-run the same command to collect")
+    if args.cell and os.environ.get("WANDB_SWEEP_ID"):  # a W&B sweep agent's run: log this cell to it
+        from stitching.bench.store import ResultStore
+        from stitching.tracking import log_cell_record
+
+        store = ResultStore(summary["results_dir"])
+        for cell in cells:
+            log_cell_record(store.read(cell["cell_id"]))
+        return 1 if summary["failed"] else 0
     if not args.no_leaderboard and summary["finished"]:
         for name, path in write_leaderboard(summary["results_dir"]).items():
             print(f"{name:<24} {path}")
+    if args.wandb_project:
+        from stitching.tracking import log_cells_to_wandb
+
+        entity, _, project = args.wandb_project.rpartition("/")
+        runs = log_cells_to_wandb(summary["results_dir"], project=project, entity=entity or None)
+        print(f"logged {len(runs)} W&B runs to {args.wandb_project}")
     return 1 if summary["failed"] else 0
+
+
+def _select_cells(cells: list[dict], wanted: list[str]) -> list[dict] | None:
+    by_id = {c["cell_id"]: c for c in cells}
+    unknown = [w for w in wanted if w not in by_id]
+    if unknown:
+        import difflib
+
+        for w in unknown:
+            close = difflib.get_close_matches(w, by_id, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else "; list them with --dry-run"
+            print(f"error: no cell {w!r} in this suite{hint}", file=sys.stderr)
+        return None
+    return [by_id[w] for w in wanted]
 
 
 def leaderboard_main(argv: list[str]) -> int:
@@ -65,9 +103,18 @@ def leaderboard_main(argv: list[str]) -> int:
     from stitching.bench.leaderboard import write_leaderboard
 
     parser = argparse.ArgumentParser(prog="stitching leaderboard", description=leaderboard_main.__doc__)
-    parser.add_argument("results_dir", help="a suite's results directory, e.g. results/digits")
+    parser.add_argument("results_dir", nargs="?", help="a suite's results directory, e.g. results/digits")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
+                        help="build the leaderboard from W&B cell runs instead of a local results directory")
+    parser.add_argument("--group", help="with --wandb: a suite name (all versions) or SUITE-vVERSION")
     args = parser.parse_args(argv)
+    if args.wandb:
+        from stitching.tracking import leaderboard_wandb_main
+
+        return leaderboard_wandb_main([args.wandb] + (["--group", args.group] if args.group else []))
+    if not args.results_dir:
+        parser.error("give a results directory (e.g. results/digits) or --wandb ENTITY/PROJECT")
     try:
         paths = write_leaderboard(args.results_dir, plots=not args.no_plots)
     except FileNotFoundError as err:

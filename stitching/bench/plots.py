@@ -71,7 +71,8 @@ def penalty_vs_depth(frame: pd.DataFrame, path: Path) -> Path:
     fig, axes = _grid(len(pairs))
     for ax, (src, tgt) in zip(axes, pairs, strict=False):
         sub = matched[(matched.source == src) & (matched.target == tgt)]
-        stats = sub.groupby("source_depth").agg(["mean", "std"])
+        present = [m for m in ("penalty", "control_penalty") if m in sub]
+        stats = sub.groupby("source_depth")[present].agg(["mean", "std"])
         depth = stats.index.to_numpy()
         for metric, label, style in (
             ("penalty", "stitched", "o-"),

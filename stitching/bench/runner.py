@@ -35,16 +35,19 @@ def run_suite(
     results_root: str | Path = "results",
     executor: Any = None,
     wait: bool = True,
+    cells: list[dict] | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished cell of ``suite``; returns counts and the results directory.
 
     Re-running skips finished cells (their records exist), so an interrupted run resumes where it stopped.
+    ``cells`` restricts the run to a subset of the suite's expanded cells.
     """
     from stitching.launch import InlineExecutor
 
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
-    cells = expand_suite(suite)  # raises SuiteError listing every problem before any training
+    if cells is None:
+        cells = expand_suite(suite)  # raises SuiteError listing every problem before any training
     out_dir = results_dir_for(suite, results_root)
     store = ResultStore(out_dir)
     todo = sorted(pending_cells(cells, store), key=group_key)

@@ -1,0 +1,141 @@
+"""Suite parsing, validation and grid expansion, including the shipped suites."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stitching.bench.grid import cell_id, expand_suite, model_pairs
+from stitching.bench.suite import SuiteError, load_suite, suite_from_dict
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+SHIPPED = sorted(BENCHMARKS.glob("*.yaml"))
+
+
+def small_suite(**overrides):
+    raw = {
+        "name": "tiny",
+        "version": "1",
+        "dataset": {"class_path": "stitching.data.DigitsDataModule", "init_args": {}},
+        "models": {
+            "resnet": {"name": "mini_resnet", "seeds": [0, 1]},
+            "vit": {"name": "mini_vit", "seeds": [0, 1]},
+        },
+        "cuts": {"depths": [0.5]},
+    }
+    raw.update(overrides)
+    return suite_from_dict(raw)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_suites_parse_and_expand(path):
+    suite = load_suite(path)
+    cells = expand_suite(suite)
+    assert cells and len({c["cell_id"] for c in cells}) == len(cells)
+    for cell in cells:
+        assert cell["cell_id"] == cell_id(cell["config"])
+
+
+def test_default_digits_suite_covers_four_families_two_seeds_three_cuts_and_cross_pairs():
+    cells = expand_suite(load_suite(BENCHMARKS / "digits.yaml"))
+    configs = [c["config"] for c in cells]
+    assert len({c["source"]["name"] for c in configs}) >= 4
+    assert {c["source"]["seed"] for c in configs} == {0, 1}
+    assert {c["pair_kind"] for c in configs} == {"self", "same_arch", "cross_arch"}
+    per_model = {}
+    for c in configs:
+        per_model.setdefault(c["source"]["key"], set()).add(c["source_cut"])
+    assert all(len(cuts) >= 3 for cuts in per_model.values())
+
+
+def test_cell_ids_are_stable_and_content_addressed():
+    a = expand_suite(small_suite())
+    b = expand_suite(small_suite())
+    assert [c["cell_id"] for c in a] == [c["cell_id"] for c in b]
+    changed = expand_suite(small_suite(recipe={"epochs": 3}))
+    assert not {c["cell_id"] for c in a} & {c["cell_id"] for c in changed}
+
+
+def test_pair_modes():
+    def kinds(**pairs):
+        return sorted(
+            (s["key"], s["seed"], t["key"], t["seed"], k) for s, t, k in model_pairs(small_suite(pairs=pairs))
+        )
+
+    assert kinds(mode="same_arch", include_self=False) == [
+        ("resnet", 0, "resnet", 1, "same_arch"),
+        ("resnet", 1, "resnet", 0, "same_arch"),
+        ("vit", 0, "vit", 1, "same_arch"),
+        ("vit", 1, "vit", 0, "same_arch"),
+    ]
+    assert kinds(mode="cross_arch", include_self=False, cross_seeds="matched") == [
+        ("resnet", 0, "vit", 0, "cross_arch"),
+        ("resnet", 1, "vit", 1, "cross_arch"),
+        ("vit", 0, "resnet", 0, "cross_arch"),
+        ("vit", 1, "resnet", 1, "cross_arch"),
+    ]
+    assert kinds(mode="explicit", include_self=True, explicit=[["vit", "resnet"]]) == [
+        ("resnet", 0, "resnet", 0, "self"),
+        ("vit", 0, "resnet", 0, "cross_arch"),
+        ("vit", 0, "vit", 0, "self"),
+    ]
+
+
+def test_matrix_mode_crosses_every_source_cut_with_every_target_cut():
+    suite = small_suite(
+        pairs={"mode": "explicit", "include_self": False, "explicit": [["resnet", "vit"]]},
+        cuts={"depths": [0.25, 0.5, 1.0], "mode": "matrix"},
+    )
+    cells = expand_suite(suite)
+    assert len(cells) == 9
+    assert len({(c["config"]["source_cut"], c["config"]["target_cut"]) for c in cells}) == 9
+
+
+def test_bad_suite_lists_every_problem_at_once(tmp_path):
+    raw = yaml.safe_load((BENCHMARKS / "digits.yaml").read_text())
+    raw["models"]["resnet"]["name"] = "mini_resnett"
+    raw["models"]["vit"]["nam"] = "x"
+    raw["cuts"] = {"names": {"convnext": ["stages.9"]}, "depths": [0.5]}
+    raw["adapters"] = [{"norm": "batchnorm"}, {"init": "lstsq"}]
+    raw["inits"] = ["lstsq", "ridge"]
+    raw["metrics"] = ["linear_ckaa"]
+    raw["controls"] = ["random_target"]
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SuiteError) as err:
+        load_suite(path)
+    assert "unknown key 'nam' (did you mean name?)" in str(err.value)
+    del raw["models"]["vit"]["nam"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(SuiteError) as err:
+        expand_suite(load_suite(path))
+    message = str(err.value)
+    for expected in [
+        "mini_resnett",
+        "mini_resnet",
+        "unknown cut 'stages.9'",
+        "valid cuts: stem, stages.0",
+        "adapters[0]",
+        "'batchnorm'",
+        "adapters[1]: set initialisations in the suite's 'inits'",
+        "unknown init 'ridge'",
+        "unknown metric 'linear_ckaa'",
+        "linear_cka",
+        "unknown control 'random_target'",
+    ]:
+        assert expected in message
+    assert len(err.value.problems) == 7
+
+
+def test_unknown_dataset_class_names_ours():
+    with pytest.raises(SuiteError, match=r"stitching\.data\.DigitsDataModule"):
+        expand_suite(small_suite(dataset={"class_path": "stitching.data.MNISTDataModule"}))
+
+
+def test_wrong_types_are_reported():
+    with pytest.raises(SuiteError) as err:
+        small_suite(stitch_seeds="0", recipe={"epochs": "ten"}, pairs={"mode": "some"})
+    message = str(err.value)
+    assert "suite.stitch_seeds: expected a list" in message
+    assert "suite.recipe.epochs: expected int" in message
+    assert "'some' is not one of" in message
