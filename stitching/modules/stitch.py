@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -62,8 +63,22 @@ class StitchModule(L.LightningModule):
         lstsq_batches: int | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        adapter = adapter or AdapterConfig(norm="bn", init="lstsq")
+        # Checkpoints store these as dicts (see below); accept them back.
+        source, target = _as(ModelSource, source), _as(ModelSource, target)
+        adapter = _as(AdapterConfig, adapter or AdapterConfig(norm="bn", init="lstsq"))
+        # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True).
+        self.save_hyperparameters(
+            {
+                "source": asdict(source),
+                "target": asdict(target),
+                "source_cut": source_cut,
+                "target_cut": target_cut,
+                "adapter": asdict(adapter),
+                "num_classes": num_classes,
+                "lstsq_batches": lstsq_batches,
+            }
+        )
+        self.optimizer, self.scheduler = optimizer, scheduler
         source_model = load_model(source, num_classes=num_classes)
         target_model = load_model(target, num_classes=num_classes)
         self.source_cut = _pick_cut(source_model, source_cut)
@@ -83,7 +98,7 @@ class StitchModule(L.LightningModule):
                 for stage in ("val", "test")
             }
         )
-        self.train_acc = _accuracy(num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self._fit_started = 0.0
 
     def train(self, mode: bool = True) -> StitchModule:
@@ -164,9 +179,9 @@ class StitchModule(L.LightningModule):
         self.fit_seconds = time.perf_counter() - self._fit_started
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.hparams.optimizer(self.adapter.parameters())
-        if self.hparams.scheduler is not None:
-            return {"optimizer": optimizer, "lr_scheduler": self.hparams.scheduler(optimizer)}
+        optimizer = self.optimizer(self.adapter.parameters())
+        if self.scheduler is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
         total = max(1, self.trainer.estimated_stepping_batches)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
@@ -191,6 +206,10 @@ class StitchModule(L.LightningModule):
             k: v for k, v in self.state_dict().items() if not k.startswith(("adapter.", "initial_adapter."))
         }
         state.update(frozen)
+
+
+def _as(cls, value):
+    return cls(**value) if isinstance(value, dict) else value
 
 
 def _accuracy(num_classes: int) -> MetricCollection:
