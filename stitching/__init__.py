@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ActivationSpec": "stitching.cuts",
     "CutPoint": "stitching.cuts",
+    "get_cut": "stitching.cuts",
     "list_cuts": "stitching.cuts",
     "split_model": "stitching.cuts",
     "Adapter": "stitching.adapters",

@@ -219,3 +219,15 @@ def test_untraceable_model_is_unsupported_with_the_families_listed():
         list_cuts(_DataDependent(), (3, 16, 16))
     with pytest.raises(UnsupportedModelError, match="Supported families"):
         list_cuts(timm.create_model("test_mambaout"), (3, 64, 64))  # channels-last: no NCHW activation
+
+
+def test_get_cut_resolves_names_depths_and_cutpoints_like_split_model():
+    from stitching.cuts import get_cut
+
+    model = timm.create_model("mini_resnet")
+    cuts = list_cuts(model)
+    assert get_cut(model, "layer2") == next(c for c in cuts if c.name == "layer2")
+    assert get_cut(model, 0.5).name == "layer2" and get_cut(model, 0.3).name == "layer1"
+    assert get_cut(model, cuts[3]) == cuts[3]
+    with pytest.raises(ValueError, match="unknown cut 'layer22'; valid cuts: layer2"):
+        get_cut(model, "layer22")

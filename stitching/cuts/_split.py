@@ -87,18 +87,30 @@ def list_cuts(model: nn.Module, input_size: tuple[int, ...] | None = None) -> li
 def _resolve(stages: list[Stage], cut: str | float | CutPoint) -> int:
     """Index of the stage after which ``cut`` falls."""
     depths = _cut_depths(stages)
-    names = [stages[i].name for i, _ in depths]
+    return depths[_pick([stages[i].name for i, _ in depths], [d for _, d in depths], cut)][0]
+
+
+def _pick(names: list[str], depths: list[float], cut: str | float | CutPoint) -> int:
+    """Index into ``names`` of the cut that ``cut`` names (by name, or the nearest depth; ties: earlier)."""
     if isinstance(cut, CutPoint):
         cut = cut.name
     if isinstance(cut, str):
         if cut in names:
-            return depths[names.index(cut)][0]
+            return names.index(cut)
         close = difflib.get_close_matches(cut, names, n=5, cutoff=0.5)
         rest = [n for n in names if n not in close]
         raise ValueError(f"unknown cut {cut!r}; valid cuts: {', '.join(close + rest)}")
     if isinstance(cut, (int, float)) and not isinstance(cut, bool) and 0.0 <= cut <= 1.0:
-        return min(depths, key=lambda d: abs(d[1] - cut))[0]  # ties: the earlier cut
+        return min(range(len(depths)), key=lambda i: abs(depths[i] - cut))
     raise ValueError(f"cut must be a cut name, a depth in [0, 1] or a CutPoint, got {cut!r}; cuts: {names}")
+
+
+def get_cut(
+    model: nn.Module, cut: str | float | CutPoint, input_size: tuple[int, ...] | None = None
+) -> CutPoint:
+    """The ``CutPoint`` that ``cut`` (a name, a relative depth: the nearest cut, or a CutPoint) refers to."""
+    cuts = list_cuts(model, input_size)
+    return cuts[_pick([c.name for c in cuts], [c.depth for c in cuts], cut)]
 
 
 def split_model(

@@ -23,7 +23,7 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from stitching.adapters import AdapterConfig, create_adapter
-from stitching.cuts import list_cuts, split_model
+from stitching.cuts import get_cut, split_model
 from stitching.nn import freeze, num_trainable_parameters
 from stitching.zoo import ModelSource, load_model
 
@@ -81,8 +81,8 @@ class StitchModule(L.LightningModule):
         self.optimizer, self.scheduler = optimizer, scheduler
         source_model = load_model(source, num_classes=num_classes)
         target_model = load_model(target, num_classes=num_classes)
-        self.source_cut = _pick_cut(source_model, source_cut)
-        self.target_cut = _pick_cut(target_model, self.source_cut.depth if target_cut is None else target_cut)
+        self.source_cut = get_cut(source_model, source_cut)
+        self.target_cut = get_cut(target_model, self.source_cut.depth if target_cut is None else target_cut)
         self.source_front, self.source_back = (freeze(m) for m in split_model(source_model, self.source_cut))
         self.target_front, self.target_back = (freeze(m) for m in split_model(target_model, self.target_cut))
         self.source_spec, self.target_spec = self.source_cut.spec, self.target_cut.spec
@@ -222,16 +222,6 @@ def _accuracy(num_classes: int) -> MetricCollection:
 def _structural_init(config: AdapterConfig) -> str:
     # lstsq needs data, which only exists once fit starts; build the structure with random weights first.
     return "random" if config.init == "lstsq" else config.init
-
-
-def _pick_cut(model: nn.Module, cut: str | float):
-    cuts = list_cuts(model)
-    if isinstance(cut, str):
-        for c in cuts:
-            if c.name == cut:
-                return c
-        split_model(model, cut)  # raises the standard unknown-cut error with the valid cuts
-    return min(cuts, key=lambda c: abs(c.depth - float(cut)))
 
 
 def _num_outputs(model: nn.Module) -> int | None:

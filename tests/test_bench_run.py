@@ -1,0 +1,154 @@
+"""The benchmark end to end on a tiny suite: records, resume, a real kill, leaderboards, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from stitching.bench.grid import expand_suite
+from stitching.bench.leaderboard import write_leaderboard
+from stitching.bench.runner import run_suite
+from stitching.bench.store import ResultStore
+from stitching.bench.suite import load_suite
+from stitching.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = str(ROOT / "tests" / "data" / "train_tiny.yaml")
+
+
+def write_suite(path: Path, name="tiny", **overrides) -> Path:
+    suite = {
+        "name": name,
+        "version": "1",
+        "dataset": {"class_path": "stitching.data.DigitsDataModule", "init_args": {"batch_size": 64}},
+        "models": {
+            "resnet": {"name": "mini_resnet", "train": TINY_TRAIN, "seeds": [0, 1]},
+            "vit": {"name": "mini_vit", "train": TINY_TRAIN, "seeds": [0]},
+        },
+        "pairs": {"mode": "all", "include_self": False},
+        "cuts": {"depths": [0.5]},
+        "adapters": [{"norm": "bn"}],
+        "inits": ["lstsq"],
+        "recipe": {"epochs": 1, "batch_size": 128},
+        "metrics": ["linear_cka", "mutual_knn"],
+        "metric_samples": 200,
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stitching-cache")
+    old = os.environ.get("STITCHING_CACHE")
+    os.environ["STITCHING_CACHE"] = str(path)
+    import stitching.bench.cell as cell
+
+    cell._DEFAULT_CONTEXT = None  # the process-wide context picks up the new cache dir
+    yield path
+    if old is None:
+        os.environ.pop("STITCHING_CACHE")
+    else:
+        os.environ["STITCHING_CACHE"] = old
+    cell._DEFAULT_CONTEXT = None
+
+
+@pytest.fixture(scope="module")
+def finished(cache_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    suite_path = write_suite(root / "tiny.yaml")
+    summary = run_suite(suite_path, root / "results")
+    return suite_path, root / "results", summary
+
+
+def test_every_cell_gets_one_complete_self_describing_record(finished):
+    suite_path, results, summary = finished
+    cells = expand_suite(load_suite(suite_path))
+    assert summary["cells"] == len(cells) == 4 and summary["finished"] == 4 and not summary["failed"]
+    records = list(ResultStore(results / "tiny").records())
+    assert sorted(r["cell_id"] for r in records) == sorted(c["cell_id"] for c in cells)
+    for r in records:
+        m = r["metrics"]
+        assert m["penalty"] == pytest.approx(m["target_acc"] - m["stitched_acc"])
+        assert m["control_penalty"] == pytest.approx(m["target_acc"] - m["control_acc"])
+        for key in ("source_acc", "lstsq_acc", "agreement", "linear_cka", "mutual_knn"):
+            assert key in m
+        assert r["higher_is_better"]["penalty"] is False and r["higher_is_better"]["linear_cka"] is True
+        assert r["adapter_params"] > 0 and r["timings"]["total"] > 0
+        assert {"torch", "timm", "lightning"} <= set(r["versions"])
+        assert r["base_models"]["source"]["kind"] == "trained"
+        assert r["config"]["source_cut"] and r["schema"] == "stitching.cell/1"
+
+
+def test_rerun_skips_finished_cells(finished):
+    suite_path, results, _ = finished
+    before = {p.name: p.stat().st_mtime_ns for p in (results / "tiny" / "cells").glob("*.json")}
+    again = run_suite(suite_path, results)
+    assert again["ran"] == 0 and again["finished"] == 4
+    after = {p.name: p.stat().st_mtime_ns for p in (results / "tiny" / "cells").glob("*.json")}
+    assert before == after
+
+
+def test_leaderboard_tables_and_plots(finished):
+    _, results, _ = finished
+    paths = write_leaderboard(results / "tiny")
+    board = pd.read_csv(paths["leaderboard_csv"])
+    cells = pd.read_csv(paths["cells"])
+    assert len(cells) == 4 and list(board["rank"]) == list(range(1, len(board) + 1))
+    assert board["penalty_mean"].is_monotonic_increasing
+    # mean over the two resnet seed pairs equals the mean of their records
+    same = cells[(cells.source == "resnet") & (cells.target == "resnet")]
+    row = board[(board.source == "resnet") & (board.target == "resnet")].iloc[0]
+    assert row["stitched_acc_mean"] == pytest.approx(same["stitched_acc"].mean()) and row["n"] == 2
+    assert "resnet → vit" in paths["leaderboard_md"].read_text()
+    for key in ("penalty_vs_depth", "alignment_vs_stitching"):
+        assert paths[key].stat().st_size > 5000
+    assert any(k.startswith("heatmap_") for k in paths)
+
+
+def test_killed_run_resumes_without_losing_or_duplicating(cache_dir, tmp_path):
+    suite_path = write_suite(tmp_path / "killme.yaml", name="killme", stitch_seeds=[0, 1])
+    results = tmp_path / "results"
+    env = dict(os.environ, STITCHING_CACHE=str(cache_dir), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "stitching.cli", "bench", str(suite_path), "--results", str(results),
+           "--no-leaderboard"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cells_dir = results / "killme" / "cells"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(cells_dir.glob("*.json"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # no cleanup handlers run
+    proc.wait()
+    survivors = {p.name: p.read_text() for p in cells_dir.glob("*.json")}
+    total = len(expand_suite(load_suite(suite_path)))
+    assert 2 <= len(survivors) < total, "the kill should land mid-run"
+    for text in survivors.values():
+        json.loads(text)  # complete records only
+    assert main(["bench", str(suite_path), "--results", str(results), "--no-leaderboard"]) == 0
+    final = {p.name: p.read_text() for p in cells_dir.glob("*.json")}
+    assert len(final) == total
+    assert all(final[name] == text for name, text in survivors.items()), "finished records were redone"
+    assert not list(cells_dir.glob(".*"))
+
+
+def test_bad_suite_fails_before_training_with_every_problem(tmp_path, capsys):
+    suite = write_suite(tmp_path / "bad.yaml", inits=["lstsq", "closed_form"],
+                        cuts={"names": {"resnet": ["layer9"]}})
+    assert main(["bench", str(suite), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown init 'closed_form'" in err and "unknown cut 'layer9'" in err and "layer2" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_dry_run_lists_cells(tmp_path, capsys):
+    suite = write_suite(tmp_path / "dry.yaml")
+    assert main(["bench", str(suite), "--dry-run"]) == 0
+    assert "4 cells" in capsys.readouterr().out
