@@ -17,7 +17,7 @@ from stitching.bench.context import CellContext
 from stitching.bench.record import make_record
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import Recipe
-from stitching.bench.train import accuracy, predict, train_adapter
+from stitching.bench.train import accuracy, predict, train_adapter, train_adapters
 
 _DEFAULT_CONTEXT: CellContext | None = None
 
@@ -63,7 +63,7 @@ def run_cell(
 
 def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -> tuple[dict, dict]:
     from stitching.adapters import AdapterConfig, create_adapter
-    from stitching.cuts import list_cuts, split_model
+    from stitching.cuts import get_cut, split_model
 
     dataset = config["dataset"]
     recipe = Recipe(**config["recipe"])
@@ -74,8 +74,8 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
     with timer("base_models"):
         source, source_info = ctx.model(config["source"], num_classes)
         target, target_info = ctx.model(config["target"], num_classes)
-    src_cut = _find_cut(list_cuts(source), config["source_cut"])
-    tgt_cut = _find_cut(list_cuts(target), config["target_cut"])
+    src_cut = get_cut(source, config["source_cut"])
+    tgt_cut = get_cut(target, config["target_cut"])
     src_front, src_back = split_model(source, src_cut)
     tgt_front, tgt_back = split_model(target, tgt_cut)
 
@@ -87,9 +87,11 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
 
     m: dict[str, float] = {}
     with timer("baselines"):
-        target_logits = predict(tgt_back, yt["test"], device=ctx.device)
+        target_logits = predict(tgt_back, yt["test"], device=ctx.device, speed=ctx.speed)
         m["target_acc"] = accuracy(target_logits, labels["test"])
-        m["source_acc"] = accuracy(predict(src_back, xs["test"], device=ctx.device), labels["test"])
+        m["source_acc"] = accuracy(
+            predict(src_back, xs["test"], device=ctx.device, speed=ctx.speed), labels["test"]
+        )
         target_pred = target_logits.argmax(1)
 
     src_spec = _spec(xs["test"], src_cut)
@@ -102,7 +104,7 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
         return create_adapter(src_spec, tgt_spec, adapter_config, init=init, data=data)
 
     def stitched(adapter, inputs):
-        return predict(lambda z: tgt_back(adapter(z)), inputs, device=ctx.device)
+        return predict(lambda z: tgt_back(adapter(z)), inputs, device=ctx.device, speed=ctx.speed)
 
     seed = config["stitch_seed"]
     with timer("lstsq"):
@@ -113,17 +115,33 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
             lstsq if config["init"] == "lstsq" else build(config["init"], xs["train"], seed).to(ctx.device)
         )
         m["init_acc"] = accuracy(stitched(adapter.eval(), xs["test"]), labels["test"])
+    control = "random_source" in config["controls"]
+    if control:
+        with timer("control"):
+            xr, control_adapter, m["control_init_acc"] = _random_source_control(
+                config, ctx, src_cut, labels, build, stitched, num_classes
+            )
+    # One pass through the back for the stitched adapter and the control when they can share it.
+    fused = control and ctx.speed.fuse
     with timer("train"):
-        log = train_adapter(
-            adapter,
+        adapters, inputs, val_inputs = [adapter], [xs["train"]], [xs["val"]]
+        if fused:
+            adapters, inputs, val_inputs = (
+                [adapter, control_adapter],
+                [*inputs, xr["train"]],
+                [*val_inputs, xr["val"]],
+            )
+        log, *_ = train_adapters(
+            adapters,
             tgt_back,
-            xs["train"],
+            inputs,
             labels["train"],
             recipe,
             seed=seed,
-            val=(xs["val"], labels["val"]),
+            val=(val_inputs, labels["val"]),
             device=ctx.device,
-            checkpoint=work_dir / "adapter.pt",
+            checkpoint=work_dir / ("adapters.pt" if fused else "adapter.pt"),
+            speed=ctx.speed,
         )
     with timer("eval"):
         logits = stitched(adapter, xs["test"])
@@ -131,14 +149,22 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
         m["agreement"] = (logits.argmax(1) == target_pred).float().mean().item()
         m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
         m["penalty"] = m["target_acc"] - m["stitched_acc"]
-
-    if "random_source" in config["controls"]:
+    if control:
         with timer("control"):
-            m.update(
-                _random_source_control(
-                    config, ctx, src_cut, tgt_back, labels, recipe, build, stitched, work_dir, num_classes
+            if not fused:
+                train_adapter(
+                    control_adapter,
+                    tgt_back,
+                    xr["train"],
+                    labels["train"],
+                    recipe,
+                    seed=seed,
+                    val=(xr["val"], labels["val"]),
+                    device=ctx.device,
+                    checkpoint=work_dir / "control.pt",
+                    speed=ctx.speed,
                 )
-            )
+            m["control_acc"] = accuracy(stitched(control_adapter, xr["test"]), labels["test"])
         m["control_penalty"] = m["target_acc"] - m["control_acc"]
 
     with timer("alignment"):
@@ -146,17 +172,22 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
 
     extra = {
         "adapter_params": sum(p.numel() for p in adapter.parameters() if p.requires_grad),
-        "training": {"epochs": log.epochs, "steps": log.steps, "resumed_from_epoch": log.resumed_from_epoch},
+        "training": {
+            "initial": log.initial,
+            "epochs": log.epochs,
+            "steps": log.steps,
+            "resumed_from_epoch": log.resumed_from_epoch,
+            "fused_control": fused,
+        },
         "base_models": {"source": source_info, "target": target_info},
         "specs": {"source": _spec_dict(src_spec), "target": _spec_dict(tgt_spec)},
     }
     return m, extra
 
 
-def _random_source_control(
-    config, ctx, src_cut, tgt_back, labels, recipe, build, stitched, work_dir, num_classes
-) -> dict[str, float]:
-    """The same cell with an untrained source of the same architecture."""
+def _random_source_control(config, ctx, src_cut, labels, build, stitched, num_classes):
+    """The same cell with an untrained source of the same architecture: its activations, its adapter
+    (initialised like the stitched one) and that adapter's accuracy before training."""
     from stitching.cuts import split_model
 
     seed = config["stitch_seed"]
@@ -165,22 +196,7 @@ def _random_source_control(
     identity = {"random": config["source"]["name"], "seed": seed, "cut": src_cut.name}
     xr = {s: ctx.front_activations(identity, front, config["dataset"], s) for s in ("train", "val", "test")}
     adapter = build(config["init"], xr["train"], seed).to(ctx.device)
-    control_init = accuracy(stitched(adapter.eval(), xr["test"]), labels["test"])
-    train_adapter(
-        adapter,
-        tgt_back,
-        xr["train"],
-        labels["train"],
-        recipe,
-        seed=seed,
-        val=(xr["val"], labels["val"]),
-        device=ctx.device,
-        checkpoint=work_dir / "control.pt",
-    )
-    return {
-        "control_init_acc": control_init,
-        "control_acc": accuracy(stitched(adapter, xr["test"]), labels["test"]),
-    }
+    return xr, adapter, accuracy(stitched(adapter.eval(), xr["test"]), labels["test"])
 
 
 def _alignment(config, xs, yt, src_cut, tgt_cut) -> dict[str, float]:
@@ -198,13 +214,6 @@ def _alignment(config, xs, yt, src_cut, tgt_cut) -> dict[str, float]:
 def _pairs(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
     for i in range(0, len(inputs), batch_size):
         yield inputs[i : i + batch_size].float(), targets[i : i + batch_size].float()
-
-
-def _find_cut(cuts, name: str):
-    for cut in cuts:
-        if cut.name == name:
-            return cut
-    raise ValueError(f"unknown cut {name!r}; valid cuts: {', '.join(c.name for c in cuts)}")
 
 
 def _spec(activation: torch.Tensor, cut):

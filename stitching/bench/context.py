@@ -18,6 +18,7 @@ from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
 from stitching.bench.data import build_datamodule, split_loader
+from stitching.bench.train import Speed
 from stitching.nn import freeze
 
 
@@ -35,6 +36,8 @@ class CellContext:
     persist_activations: bool = False
     device: str = "cpu"
     batch_size: int = 256
+    speed: Speed = field(default_factory=Speed)
+    """How adapters train on the device (precision, channels_last, compile, pinned memory, fusing)."""
 
     def __post_init__(self) -> None:
         self.activations = ActivationCache(
