@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make bench   creates .venv (once), installs stitching, runs the default digits benchmark
-#   make test    creates .venv (once), installs stitching, runs the test suite
+#   make test    creates .venv (once), installs stitching (and, as root, Debian's SLURM for the cluster
+#                tests), runs the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -21,6 +22,7 @@ bench: $(STAMP)
 	$(VENV)/bin/stitching bench
 
 test: $(STAMP)
+	.ci/setup_slurm.sh
 	$(PY) -m pytest -q
 
 lint: $(STAMP)

@@ -10,6 +10,8 @@ os.environ.setdefault("STITCHING_CACHE", os.path.join(os.path.dirname(__file__),
 import pytest
 import torch
 
+pytest_plugins = ["slurm_cluster"]  # the session-wide single-host SLURM fixture (skips without SLURM)
+
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import submitit
-from slurm_cluster import slurm_cluster  # noqa: F401 - the session fixture
 from test_launch import by_source, stepped_cell, toy_cell, toy_cells
 
 from stitching.launch import InlineExecutor, SlurmExecutor, job_status, load_slurm_options
@@ -25,7 +24,7 @@ TESTS_DIR = Path(__file__).parent
 
 
 @pytest.fixture
-def slurm(slurm_cluster, monkeypatch):  # noqa: F811 - uses the imported fixture
+def slurm(slurm_cluster, monkeypatch):
     """The cluster, with tests/ importable in jobs (sbatch exports this environment to them)."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS_DIR), os.environ.get("PYTHONPATH", "")]))
     return SlurmExecutor(load_slurm_options("local-test"), progress=False)
