@@ -58,7 +58,7 @@ def train_straightforward(
     steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
     opt, sched = make_optimizer(adapter.parameters(), recipe, recipe.epochs * steps_per_epoch)
     log = TrainLog()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     try:
         for m in models:
             m.requires_grad_(weight_grads)
@@ -76,11 +76,12 @@ def train_straightforward(
                 sched.step()
                 log.steps += 1
             adapter.eval()
-            entry = {"epoch": epoch + 1, "loss": loss.item(), "seconds": time.perf_counter() - started}
+            entry = {"epoch": epoch + 1, "loss": loss.item()}
             if val is not None:
                 with torch.no_grad():
                     logits = torch.cat([stitched(x) for x in val[0].split(512)])
                 entry["val_acc"] = accuracy(logits, val[1])
+            entry.update(seconds=time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started)
             log.epochs.append(entry)
     finally:
         for m, flags in zip(models, saved, strict=True):
@@ -88,5 +89,5 @@ def train_straightforward(
                 p.requires_grad_(flag)
             m.zero_grad(set_to_none=True)
     adapter.eval()
-    log.seconds = time.perf_counter() - started
+    log.seconds, log.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return log

@@ -73,6 +73,7 @@ class TrainLog:
     epochs: list[dict] = field(default_factory=list)
     steps: int = 0
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     resumed_from_epoch: int = 0
     initial: dict = field(default_factory=dict)
 
@@ -196,9 +197,15 @@ def train_adapters(
         ]
 
     started = time.perf_counter() - logs[0].seconds
+    cpu_started = time.process_time() - logs[0].cpu_seconds  # CPU time: steadier than wall on a shared host
     if val is not None and start_epoch == 0:
         for log, acc in zip(logs, evaluate(), strict=True):
-            log.initial = {"epoch": 0, "val_acc": acc, "seconds": time.perf_counter() - started}
+            log.initial = {
+                "epoch": 0,
+                "val_acc": acc,
+                "seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu_started,
+            }
     for epoch in range(start_epoch, epochs):
         for a in adapters:
             a.train()
@@ -224,20 +231,21 @@ def train_adapters(
                 sched.step()
             loss_sum += losses.detach()
         accs = evaluate() if val is not None else [None] * len(adapters)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         mean_losses = (loss_sum / steps_per_epoch).tolist()
         for log, loss, acc in zip(logs, mean_losses, accs, strict=True):
-            entry = {"epoch": epoch + 1, "loss": loss, "seconds": elapsed}
+            entry = {"epoch": epoch + 1, "loss": loss, "seconds": elapsed, "cpu_seconds": cpu}
             if acc is not None:
                 entry["val_acc"] = acc
             log.epochs.append(entry)
             log.steps += steps_per_epoch
-            log.seconds = elapsed
+            log.seconds, log.cpu_seconds = elapsed, cpu
         if checkpoint is not None:
             _save(checkpoint, adapters, optimizers, generator, logs, epoch + 1)
     for a, log in zip(adapters, logs, strict=True):
         a.eval()
         log.seconds = time.perf_counter() - started
+        log.cpu_seconds = time.process_time() - cpu_started
     return logs
 
 
