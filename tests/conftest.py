@@ -6,15 +6,41 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("STITCHING_CACHE", os.path.join(os.path.dirname(__file__), "..", ".cache", "test"))
+# One thread everywhere, subprocesses and SLURM jobs included: tests run beside other work on 2 cores, and
+# Lightning raises torch's thread count unless OMP_NUM_THREADS is set.
+os.environ["OMP_NUM_THREADS"] = "1"
 
+import lightning as L
 import pytest
 import torch
 
 pytest_plugins = ["slurm_cluster"]  # the session-wide single-host SLURM fixture (skips without SLURM)
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def quick_trainer(tmp_path):
+    """A Lightning Trainer for a few batches, with nothing written but what a test asks for."""
+
+    def make(**kwargs) -> L.Trainer:
+        defaults = dict(
+            max_epochs=1,
+            limit_train_batches=2,
+            limit_val_batches=1,
+            limit_test_batches=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=tmp_path,
+        )
+        return L.Trainer(**{**defaults, **kwargs})
+
+    return make

@@ -118,8 +118,16 @@ def test_killed_run_resumes_without_losing_or_duplicating(cache_dir, tmp_path):
     suite_path = write_suite(tmp_path / "killme.yaml", name="killme", stitch_seeds=[0, 1])
     results = tmp_path / "results"
     env = dict(os.environ, STITCHING_CACHE=str(cache_dir), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "stitching.cli", "bench", str(suite_path), "--results", str(results),
-           "--no-leaderboard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "stitching.cli",
+        "bench",
+        str(suite_path),
+        "--results",
+        str(results),
+        "--no-leaderboard",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cells_dir = results / "killme" / "cells"
     deadline = time.monotonic() + 300
@@ -140,8 +148,9 @@ def test_killed_run_resumes_without_losing_or_duplicating(cache_dir, tmp_path):
 
 
 def test_bad_suite_fails_before_training_with_every_problem(tmp_path, capsys):
-    suite = write_suite(tmp_path / "bad.yaml", inits=["lstsq", "closed_form"],
-                        cuts={"names": {"resnet": ["layer9"]}})
+    suite = write_suite(
+        tmp_path / "bad.yaml", inits=["lstsq", "closed_form"], cuts={"names": {"resnet": ["layer9"]}}
+    )
     assert main(["bench", str(suite), "--results", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "unknown init 'closed_form'" in err and "unknown cut 'layer9'" in err and "layer2" in err

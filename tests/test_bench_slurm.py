@@ -16,8 +16,12 @@ STABLE = ("config", "cell_id", "suite", "adapter_params", "specs", "schema")
 
 def untrained_suite(path: Path) -> Path:
     # seeded random base models: no training inside the jobs, the cells themselves run for real
-    return write_suite(path, name="viaslurm", models={"resnet": {"name": "mini_resnet", "seeds": [0, 1]}},
-                       pairs={"mode": "same_arch", "include_self": True})
+    return write_suite(
+        path,
+        name="viaslurm",
+        models={"resnet": {"name": "mini_resnet", "seeds": [0, 1]}},
+        pairs={"mode": "same_arch", "include_self": True},
+    )
 
 
 def test_suite_through_slurm_gives_the_same_records_as_inline(slurm_cluster, tmp_path, monkeypatch):

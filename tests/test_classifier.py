@@ -9,31 +9,6 @@ from stitching.modules import ClassifierModule
 from stitching.zoo import ModelSource, load_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Two threads on a shared 2-core machine are slower than one (see machine-facts).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _trainer(tmp_path, **kwargs):
-    defaults = dict(
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        limit_test_batches=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kwargs})
-
-
 @pytest.fixture(scope="module")
 def digits():
     dm = DigitsDataModule(batch_size=16)
@@ -41,9 +16,9 @@ def digits():
     return dm
 
 
-def test_logs_the_documented_keys(tmp_path, digits):
+def test_logs_the_documented_keys(tmp_path, digits, quick_trainer):
     module = ClassifierModule("test_resnet", num_classes=10)
-    trainer = _trainer(tmp_path)
+    trainer = quick_trainer()
     trainer.fit(module, digits)
     keys = set(trainer.callback_metrics)
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/acc_best", "val/acc_top5"} <= keys
@@ -57,9 +32,9 @@ def test_no_top5_with_few_classes():
     assert set(module.val_metrics) == {"acc"}
 
 
-def test_checkpoint_reload_reproduces_predictions(tmp_path, digits):
+def test_checkpoint_reload_reproduces_predictions(tmp_path, digits, quick_trainer):
     module = ClassifierModule("test_resnet", num_classes=10)
-    trainer = _trainer(tmp_path)
+    trainer = quick_trainer()
     trainer.fit(module, digits)
     path = tmp_path / "m.ckpt"
     trainer.save_checkpoint(path, weights_only=True)
@@ -78,16 +53,16 @@ def test_checkpoint_reload_reproduces_predictions(tmp_path, digits):
     torch.testing.assert_close(from_name_field, expected)
 
 
-def test_head_only_trains_the_classifier_alone(tmp_path, digits):
+def test_head_only_trains_the_classifier_alone(tmp_path, digits, quick_trainer):
     module = ClassifierModule("test_resnet", num_classes=10, head_only=True, lr=1e-2)
     before = {k: v.clone() for k, v in module.model.state_dict().items()}
-    _trainer(tmp_path).fit(module, digits)
+    quick_trainer().fit(module, digits)
     after = module.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"fc.weight", "fc.bias"}  # BatchNorm buffers included: frozen parts stayed in eval
 
 
-def test_cosine_schedule_with_warmup_reaches_zero(tmp_path, digits):
+def test_cosine_schedule_with_warmup_reaches_zero(tmp_path, digits, quick_trainer):
     module = ClassifierModule("test_resnet", num_classes=10, lr=1e-2, warmup_epochs=1)
     lrs = []
 
@@ -95,9 +70,7 @@ def test_cosine_schedule_with_warmup_reaches_zero(tmp_path, digits):
         def on_train_batch_start(self, trainer, *args):
             lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
-    trainer = _trainer(
-        tmp_path, max_epochs=4, limit_train_batches=3, limit_val_batches=0, callbacks=[Record()]
-    )
+    trainer = quick_trainer(max_epochs=4, limit_train_batches=3, limit_val_batches=0, callbacks=[Record()])
     trainer.fit(module, digits)
     assert lrs[0] == pytest.approx(1e-2 / 3)  # warmup: first of three steps
     assert max(lrs) == pytest.approx(1e-2)

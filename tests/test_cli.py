@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-import torch
 
 from stitching import cli
 from stitching.cli import StitchingCLI, main
@@ -24,10 +23,7 @@ trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, limit_tes
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on the shared 2-core machine are slower than one
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

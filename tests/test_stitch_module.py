@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
@@ -13,14 +12,6 @@ from stitching.modules import StitchModule
 from stitching.zoo import ModelSource
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def make_module(source="mini_resnet", target="mini_resnet", source_cut="layer2", target_cut="layer2", **kw):
@@ -35,29 +26,14 @@ def frozen_state(module):
     return {f"{p}.{k}": v.clone() for p in parts for k, v in getattr(module, p).state_dict().items()}
 
 
-def trainer(tmp_path, **kw):
-    defaults = dict(
-        max_epochs=1,
-        limit_train_batches=3,
-        limit_val_batches=2,
-        limit_test_batches=2,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-    )
-    return L.Trainer(**{**defaults, **kw})
-
-
 @pytest.mark.parametrize("init", ["lstsq", "random"])
-def test_fit_changes_only_the_adapter(tmp_path, init):
+def test_fit_changes_only_the_adapter(tmp_path, init, quick_trainer):
     module = make_module(adapter=AdapterConfig(norm="bn", init=init))
     before = frozen_state(module)
     adapter_before = {k: v.clone() for k, v in module.adapter.state_dict().items()}
     assert any("num_batches_tracked" in k for k in before)
     data = DigitsDataModule(batch_size=32)
-    trainer(tmp_path).fit(module, datamodule=data)
+    quick_trainer().fit(module, datamodule=data)
     after = frozen_state(module)
     for key, value in before.items():
         assert torch.equal(value, after[key]), f"frozen {key} changed during fit"
@@ -75,9 +51,9 @@ def test_frozen_parts_stay_in_eval_mode_whatever_is_called():
         assert not any(m.training for m in part.modules())
 
 
-def test_logs_stitched_target_source_and_init_accuracies(tmp_path):
+def test_logs_stitched_target_source_and_init_accuracies(tmp_path, quick_trainer):
     module = make_module(adapter=AdapterConfig(norm="bn", init="lstsq"))
-    t = trainer(tmp_path)
+    t = quick_trainer()
     data = DigitsDataModule(batch_size=32)
     t.fit(module, datamodule=data)
     assert "train/loss_epoch" in t.callback_metrics and "val/stitched_acc" in t.callback_metrics
@@ -104,9 +80,9 @@ def test_self_stitch_with_identity_adapter_reproduces_the_model(tmp_path):
     assert module.target_cut.name == "blocks.1"  # target cut defaults to the nearest depth
 
 
-def test_checkpoint_holds_only_the_adapter_and_restores_it(tmp_path):
+def test_checkpoint_holds_only_the_adapter_and_restores_it(tmp_path, quick_trainer):
     module = make_module(source="mini_vit", target="mini_resnet", source_cut=0.5, target_cut=0.5)
-    t = trainer(tmp_path, enable_checkpointing=True)
+    t = quick_trainer(enable_checkpointing=True)
     t.fit(module, datamodule=DigitsDataModule(batch_size=32))
     path = tmp_path / "stitch.ckpt"
     t.save_checkpoint(path)

@@ -25,10 +25,7 @@ trainer: {max_epochs: 1, limit_train_batches: 2}
 @pytest.fixture(autouse=True)
 def _store(tmp_path, monkeypatch):
     monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on the shared 2-core machine are slower than one
     yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture
