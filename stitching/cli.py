@@ -38,6 +38,11 @@ class StitchingCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", StitchingArgumentParser)
         kwargs.setdefault("parser_kwargs", {"prog": "stitching"})
+        from stitching.launch import lightning_plugins_for_slurm
+
+        plugins = lightning_plugins_for_slurm()  # inside a submitit job, submitit alone owns requeue
+        if plugins:
+            kwargs.setdefault("trainer_defaults", {"plugins": plugins})
         self._start = time.perf_counter()
         super().__init__(L.LightningModule, L.LightningDataModule, args=args, run=run, **kwargs)
 
@@ -56,6 +61,13 @@ class StitchingCLI(LightningCLI):
         from stitching.tracking import prepare_cli_logger
 
         prepare_cli_logger(config)  # a W&B logger's run id follows the run dir, so a resumed run continues it
+        if self.subcommand in ("validate", "test") and config.trainer.devices not in (1, "1"):
+            # A distributed sampler pads uneven data (63 samples scored as 64): final scores on one device.
+            print(
+                f"stitching {self.subcommand}: scoring on a single device (trainer.devices="
+                f"{config.trainer.devices} -> 1) so distributed padding cannot bias the scores"
+            )
+            config.trainer.devices = 1
 
     def instantiate_classes(self) -> None:
         try:

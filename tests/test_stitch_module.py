@@ -138,3 +138,20 @@ def test_cli_reports_a_bad_cut_in_one_line(tmp_path, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown cut 'layer7'" in err and "layer2" in err
+
+
+def test_test_scores_on_a_single_device(tmp_path, capsys):
+    args = [
+        "test",
+        "--config",
+        str(CONFIGS / "stitch" / "resnet_seed_pair.yaml"),
+        *UNTRAINED,
+        "--trainer.devices=2",
+        "--trainer.accelerator=cpu",
+        "--trainer.limit_test_batches=1",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "scoring on a single device (trainer.devices=2 -> 1)" in out and "test/stitched_acc" in out
