@@ -120,7 +120,7 @@ def measure_cell(cell: dict, ctx: CellContext, epochs: int | None) -> dict:
     )
 
     reached = [e["cpu_seconds"] for e in (log.initial, *log.epochs) if e["val_acc"] >= target_acc]
-    time_to_a = setup_s + reached[0] if reached else math.inf
+    time_to_a = cache_s + setup_s + reached[0] if reached else math.inf
 
     # Floor: the back alone (forward + input gradients) for the same steps, fastest format, best of two.
     floor = min(back_floor(tgt_back, yt, train_y, recipe, log.steps, f) for f in _formats(yt) * 2)

@@ -122,7 +122,7 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
                 config, ctx, src_cut, labels, build, stitched, num_classes
             )
     # One pass through the back for the stitched adapter and the control when they can share it.
-    fused = control and ctx.speed.fuse
+    fused = control and ctx.speed.fused(ctx.device)
     with timer("train"):
         adapters, inputs, val_inputs = [adapter], [xs["train"]], [xs["val"]]
         if fused:

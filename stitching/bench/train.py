@@ -36,8 +36,9 @@ class Speed:
     """``torch.compile`` the target back (pays off on GPU for long runs; compiling costs tens of seconds)."""
     pin_memory: bool | None = None
     """Pinned host batches for asynchronous copies; ``None``: on when the device is CUDA."""
-    fuse: bool = True
-    """Train the stitched adapter and the random-source control in one pass through the back."""
+    fuse: bool | None = None
+    """Train the stitched adapter and the random-source control in one pass through the back; ``None``: on
+    CUDA only (on CPU it measured no faster: 0.97x at resnet layer1, see ``benchmarks/README.md``)."""
 
     def autocast(self, device: str | torch.device):
         device_type = torch.device(device).type
@@ -46,6 +47,9 @@ class Speed:
     def memory_format(self, example: torch.Tensor) -> torch.memory_format:
         on = self.channels_last if self.channels_last is not None else True
         return torch.channels_last if on and example.ndim == 4 else torch.contiguous_format
+
+    def fused(self, device: str | torch.device) -> bool:
+        return torch.device(device).type == "cuda" if self.fuse is None else self.fuse
 
     def pinned(self, device: str | torch.device) -> bool:
         cuda = torch.device(device).type == "cuda"
