@@ -67,10 +67,10 @@ def penalty_vs_depth(frame: pd.DataFrame, path: Path) -> Path:
     """Penalty against relative source depth per (source -> target) pair, with the random-source control
     (the form of Bansal et al. 2021, Fig. 2). Mean over seeds, error bars one standard deviation."""
     matched = diagonal(frame)
-    pairs = sorted(matched.groupby(["source", "target"]).groups)
+    pairs = sorted(matched.groupby(["source", "target", "pair_kind"]).groups)
     fig, axes = _grid(len(pairs))
-    for ax, (src, tgt) in zip(axes, pairs, strict=False):
-        sub = matched[(matched.source == src) & (matched.target == tgt)]
+    for ax, (src, tgt, kind) in zip(axes, pairs, strict=False):
+        sub = matched[(matched.source == src) & (matched.target == tgt) & (matched.pair_kind == kind)]
         present = [m for m in ("penalty", "control_penalty") if m in sub]
         stats = sub.groupby("source_depth")[present].agg(["mean", "std"])
         depth = stats.index.to_numpy()
@@ -89,7 +89,8 @@ def penalty_vs_depth(frame: pd.DataFrame, path: Path) -> Path:
                     markersize=4,
                 )
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_title(f"{src} → {tgt}", fontsize=9)
+        ax.set_title(f"{src} → {tgt}" + ("" if kind == "cross_arch" else f" ({kind.replace('_', ' ')})"),
+                     fontsize=9)
         ax.set_xlabel("relative depth of source cut")
         ax.set_xlim(-0.05, 1.05)
     axes[0].set_ylabel("penalty (points)")
