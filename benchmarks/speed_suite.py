@@ -42,7 +42,6 @@ def summarise(results_dir: str | Path) -> dict:
                 models[info["key"]] = info.get("train_seconds", 0.0)
     base = sum(models.values())
     cells_total = sum(phases.values())
-    total = base + cells_total
     # loading a stored model (everything in the base_models phase that was not training) is small; it is
     # folded into base-model training so that the shares add up to the wall time of the cells
     base = max(base, sum(r["timings"].get("base_models", 0.0) for r in records))

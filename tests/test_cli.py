@@ -23,7 +23,6 @@ trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, limit_tes
 @pytest.fixture(autouse=True)
 def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    yield
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ trainer: {max_epochs: 1, limit_train_batches: 2}
 @pytest.fixture(autouse=True)
 def _store(tmp_path, monkeypatch):
     monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
-    yield
 
 
 @pytest.fixture
