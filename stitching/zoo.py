@@ -234,6 +234,7 @@ def _quiet():
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*modules? in eval mode.*")
             warnings.filterwarnings("ignore", message=".*srun.*")
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
             with torch.random.fork_rng():
                 yield
     finally:
