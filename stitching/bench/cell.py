@@ -56,8 +56,9 @@ def run_cell(
     store.write(record)
     for leftover in work_dir.glob("*.pt"):
         leftover.unlink()
-    if work_dir.is_dir() and not any(work_dir.iterdir()):
-        work_dir.rmdir()
+    for leftover_dir in (work_dir, work_dir.parent):  # checkpoints only matter until the record exists
+        if leftover_dir.is_dir() and not any(leftover_dir.iterdir()):
+            leftover_dir.rmdir()
     return record
 
 
