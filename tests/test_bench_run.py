@@ -161,3 +161,26 @@ def test_dry_run_lists_cells(tmp_path, capsys):
     suite = write_suite(tmp_path / "dry.yaml")
     assert main(["bench", str(suite), "--dry-run"]) == 0
     assert "4 cells" in capsys.readouterr().out
+
+
+def test_bench_logs_cells_to_wandb_offline_from_the_store(finished, tmp_path, monkeypatch):
+    from stitching.tracking import offline_runs
+
+    suite_path, results, _ = finished
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    one = ResultStore(results / "tiny").records().__next__()
+    args = ["bench", str(suite_path), "--results", str(results), "--cell", one["cell_id"],
+            "--wandb-project", "stitching-test", "--no-leaderboard"]
+    assert main(args) == 0  # the cell is finished: nothing reruns, everything in the store is logged
+    runs = offline_runs(tmp_path)
+    cells = {r.config["cell_id"]: r for r in runs if r.job_type == "cell"}
+    assert set(cells) == ResultStore(results / "tiny").finished_ids()
+    assert cells[one["cell_id"]].summary["stitched_acc"] == pytest.approx(one["metrics"]["stitched_acc"])
+    assert any(r.job_type == "leaderboard" for r in runs)
+
+
+def test_unknown_cell_id_is_a_clear_error(finished, capsys):
+    suite_path, results, _ = finished
+    assert main(["bench", str(suite_path), "--results", str(results), "--cell", "nonexistent"]) == 2
+    assert "no cell 'nonexistent' in this suite" in capsys.readouterr().err
