@@ -155,3 +155,32 @@ def test_test_scores_on_a_single_device(tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "scoring on a single device (trainer.devices=2 -> 1)" in out and "test/stitched_acc" in out
+
+
+def test_fit_then_test_from_the_checkpoint_through_the_cli(tmp_path, capsys):
+    config = str(CONFIGS / "stitch" / "vit_to_resnet.yaml")
+    common = [*UNTRAINED, "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1"]
+    fit = [
+        "fit",
+        "--config",
+        config,
+        *common,
+        "--trainer.max_epochs=1",
+        "--trainer.limit_train_batches=2",
+        f"--trainer.default_root_dir={tmp_path / 'fit'}",
+    ]
+    assert main(fit) == 0
+    (ckpt,) = (tmp_path / "fit").rglob("*.ckpt")
+    torch.load(ckpt, weights_only=True)  # plain data only: safe to load
+    test = [
+        "test",
+        "--config",
+        config,
+        *common,
+        "--trainer.limit_test_batches=1",
+        f"--ckpt_path={ckpt}",
+        f"--trainer.default_root_dir={tmp_path / 'test'}",
+    ]
+    assert main(test) == 0
+    out = capsys.readouterr().out
+    assert "test/stitched_acc" in out and "test/init_stitched_acc" in out

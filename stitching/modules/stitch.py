@@ -18,6 +18,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -66,18 +67,22 @@ class StitchModule(L.LightningModule):
         # Checkpoints store these as dicts (see below); accept them back.
         source, target = _as(ModelSource, source), _as(ModelSource, target)
         adapter = _as(AdapterConfig, adapter or AdapterConfig(norm="bn", init="lstsq"))
-        # Plain dicts in the checkpoint, so it loads with torch.load(weights_only=True).
-        self.save_hyperparameters(
-            {
-                "source": asdict(source),
-                "target": asdict(target),
-                "source_cut": source_cut,
-                "target_cut": target_cut,
-                "adapter": asdict(adapter),
-                "num_classes": num_classes,
-                "lstsq_batches": lstsq_batches,
-            }
-        )
+        if _given_hyperparameters.get() is not None:
+            # Built by LightningCLI: keep its config dump (plain data with class paths), so that
+            # `stitching test --ckpt_path` can parse the checkpoint's hyperparameters back.
+            self.save_hyperparameters()
+        else:  # plain dicts in the checkpoint, so it loads with torch.load(weights_only=True)
+            self.save_hyperparameters(
+                {
+                    "source": asdict(source),
+                    "target": asdict(target),
+                    "source_cut": source_cut,
+                    "target_cut": target_cut,
+                    "adapter": asdict(adapter),
+                    "num_classes": num_classes,
+                    "lstsq_batches": lstsq_batches,
+                }
+            )
         self.optimizer, self.scheduler = optimizer, scheduler
         source_model = load_model(source, num_classes=num_classes)
         target_model = load_model(target, num_classes=num_classes)
