@@ -84,7 +84,9 @@ def test_no_wait_then_a_later_run_collects_without_resubmitting(slurm, tmp_path)
 
 @pytest.mark.slow
 def test_requeued_job_resumes_from_its_checkpoint_with_nothing_lost_or_duplicated(slurm, tmp_path):
-    cell = {"cell_id": "train", "seed": 3, "steps": 8, "sleep": 1.0}
+    # SLURM's requeue sends SIGTERM (which submitit bypasses) and SIGKILL KillWait (5 s) later: the job must
+    # still be running then, or it completes first and nothing is requeued mid-run.
+    cell = {"cell_id": "train", "seed": 3, "steps": 16, "sleep": 1.0}
     fn = partial(stepped_cell, store_dir=str(tmp_path))
     start = time.perf_counter()
     (job_id,) = slurm.run([cell], fn, wait=False, workdir=tmp_path).pending.values()
@@ -94,8 +96,8 @@ def test_requeued_job_resumes_from_its_checkpoint_with_nothing_lost_or_duplicate
     report = slurm.run([cell], fn, workdir=tmp_path)
     print(f"slurm requeue test: {time.perf_counter() - start:.1f} s")
     assert report.ok, report.errors
-    assert report.results["train"]["metrics"]["total"] == sum(range(8)) * 3
-    assert steps.read_text().split() == [str(i) for i in range(8)], "every step exactly once"
+    assert report.results["train"]["metrics"]["total"] == sum(range(16)) * 3
+    assert steps.read_text().split() == [str(i) for i in range(16)], "every step exactly once"
     starts = [int(s) for s in (tmp_path / "train.starts").read_text().split()]
     assert len(starts) == 2 and starts[0] == 0 and starts[1] >= 3, f"resumed from the checkpoint: {starts}"
 
