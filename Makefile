@@ -5,6 +5,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Where `make bench` writes. The committed reference run lives in results/ (refresh it: make bench RESULTS=results);
+# a run into a fresh directory recomputes every cell instead of finding them finished.
+RESULTS ?= runs/results
 export HF_HUB_OFFLINE ?= 1
 export WANDB_MODE ?= offline
 
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 bench: $(STAMP)
-	$(VENV)/bin/stitching bench
+	$(VENV)/bin/stitching bench --results $(RESULTS)
 
 test: $(STAMP)
 	.ci/setup_slurm.sh
