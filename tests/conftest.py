@@ -24,6 +24,26 @@ def _seed():
     torch.manual_seed(0)
 
 
+TINY_TRAINING = """
+model:
+  class_path: stitching.modules.ClassifierModule
+  init_args: {model_name: test_resnet}
+data:
+  class_path: stitching.data.DigitsDataModule
+  init_args: {batch_size: 32, num_workers: 0}
+trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, limit_test_batches: 1,
+          num_sanity_val_steps: 0, enable_progress_bar: false}
+"""
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path) -> str:
+    """Path of a base-training config (``tiny.yaml``): two batches of timm's test_resnet on digits."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_TRAINING)
+    return str(path)
+
+
 @pytest.fixture
 def quick_trainer(tmp_path):
     """A Lightning Trainer for a few batches, with nothing written but what a test asks for."""

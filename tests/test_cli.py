@@ -8,16 +8,6 @@ from stitching import cli
 from stitching.cli import StitchingCLI, main
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = """
-model:
-  class_path: stitching.modules.ClassifierModule
-  init_args: {model_name: test_resnet}
-data:
-  class_path: stitching.data.DigitsDataModule
-  init_args: {batch_size: 32}
-trainer: {max_epochs: 1, limit_train_batches: 2, limit_val_batches: 1, limit_test_batches: 1,
-          num_sanity_val_steps: 0, enable_progress_bar: false}
-"""
 
 
 @pytest.fixture(autouse=True)
@@ -25,28 +15,21 @@ def _runs_in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
 
 
-@pytest.fixture
-def tiny(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return str(path)
-
-
-def test_fast_dev_run(tiny, capsys):
-    assert main(["fit", "--config", tiny, "--trainer.fast_dev_run=true"]) == 0
+def test_fast_dev_run(tiny_recipe, capsys):
+    assert main(["fit", "--config", tiny_recipe, "--trainer.fast_dev_run=true"]) == 0
     out = capsys.readouterr().out
     assert "ClassifierModule (test_resnet)" in out and "val/acc" in out and "DigitsDataModule" in out
 
 
-def test_runs_get_their_own_dirs_and_a_summary(tiny, tmp_path, capsys):
+def test_runs_get_their_own_dirs_and_a_summary(tiny_recipe, tmp_path, capsys):
     for _ in range(2):
-        assert main(["fit", "--config", tiny]) == 0
+        assert main(["fit", "--config", tiny_recipe]) == 0
     runs = sorted((tmp_path / "runs" / "tiny").iterdir())
     assert len(runs) == 2 and all(len(list(r.rglob("config.yaml"))) == 1 for r in runs)
     out = capsys.readouterr().out
     ckpt = out.strip().splitlines()[-1].split()[-1]
     assert ckpt.endswith(".ckpt") and Path(ckpt).is_file()
-    assert main(["test", "--config", tiny, f"--ckpt_path={ckpt}"]) == 0
+    assert main(["test", "--config", tiny_recipe, f"--ckpt_path={ckpt}"]) == 0
     assert "test/acc" in capsys.readouterr().out
 
 
@@ -86,21 +69,21 @@ def _error(capsys, *args) -> str:
     return err[0]
 
 
-def test_unknown_model_lists_close_matches(tiny, capsys):
-    line = _error(capsys, "--config", tiny, "--model.init_args.model_name=mini_resnt")
+def test_unknown_model_lists_close_matches(tiny_recipe, capsys):
+    line = _error(capsys, "--config", tiny_recipe, "--model.init_args.model_name=mini_resnt")
     assert "unknown model 'mini_resnt'" in line and "mini_resnet" in line
 
 
-def test_unknown_data_class_lists_ours(tiny, capsys):
-    line = _error(capsys, "--config", tiny, "--data.class_path=stitching.data.DigitDataModule")
+def test_unknown_data_class_lists_ours(tiny_recipe, capsys):
+    line = _error(capsys, "--config", tiny_recipe, "--data.class_path=stitching.data.DigitDataModule")
     assert "did you mean stitching.data.DigitsDataModule" in line
     assert "valid: stitching.data.CIFAR10DataModule" in line and "ImageFolderDataModule" in line
 
 
-def test_unknown_keys_list_valid_options(tiny, capsys):
-    line = _error(capsys, "--config", tiny, "--data.init_args.batchsize=3")
+def test_unknown_keys_list_valid_options(tiny_recipe, capsys):
+    line = _error(capsys, "--config", tiny_recipe, "--data.init_args.batchsize=3")
     assert "has no option 'batchsize' (did you mean batch_size" in line and "split_seed" in line
-    line = _error(capsys, "--config", tiny, "--trainer.max_epocs=1")
+    line = _error(capsys, "--config", tiny_recipe, "--trainer.max_epocs=1")
     assert "did you mean --trainer.max_epochs" in line
 
 

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,31 +12,14 @@ import torch
 from stitching import zoo
 from stitching.zoo import ModelSource, get_trained, load_model, load_model_with_info
 
-TINY = """
-model:
-  class_path: stitching.modules.ClassifierModule
-  init_args: {model_name: test_resnet}
-data:
-  class_path: stitching.data.DigitsDataModule
-  init_args: {batch_size: 64, num_workers: 0}
-trainer: {max_epochs: 1, limit_train_batches: 2}
-"""
-
 
 @pytest.fixture(autouse=True)
 def _store(tmp_path, monkeypatch):
     monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
 
 
-@pytest.fixture
-def recipe(tmp_path):
-    path = tmp_path / "tiny.yaml"
-    path.write_text(TINY)
-    return str(path)
-
-
-def test_trains_on_first_use_then_reuses(recipe, monkeypatch):
-    source = ModelSource("test_resnet", train=recipe, seed=1)
+def test_trains_on_first_use_then_reuses(tiny_recipe, monkeypatch):
+    source = ModelSource("test_resnet", train=tiny_recipe, seed=1)
     model, info = load_model_with_info(source, num_classes=10)
     assert not model.training and info["kind"] == "trained"
     assert 0.0 <= info["val_acc"] <= 1.0 and 0.0 <= info["test_acc"] <= 1.0 and info["train_seconds"] > 0
@@ -53,31 +37,29 @@ def test_trains_on_first_use_then_reuses(recipe, monkeypatch):
     assert get_trained(source).key == info["key"]
 
 
-def test_store_key_follows_seed_and_name_not_workers(recipe, tmp_path):
-    def key(name, seed, path=recipe):
+def test_store_key_follows_seed_and_name_not_workers(tiny_recipe, tmp_path):
+    def key(name, seed, path=tiny_recipe):
         return zoo.store_key(
             zoo._resolved_config(zoo._training_args(ModelSource(name, train=path, seed=seed)))
         )
 
     assert len({key("test_resnet", 0), key("test_resnet", 1), key("test_vit", 0)}) == 3
     noisy = tmp_path / "noisy.yaml"  # same recipe, other loader workers and progress bar: same weights
-    noisy.write_text(TINY.replace("num_workers: 0", "num_workers: 3") + "  \n")
+    text = Path(tiny_recipe).read_text()
     noisy.write_text(
-        noisy.read_text().replace(
-            "limit_train_batches: 2}", "limit_train_batches: 2, enable_progress_bar: true}"
-        )
+        text.replace("num_workers: 0", "num_workers: 3").replace("progress_bar: false", "progress_bar: true")
     )
     assert key("test_resnet", 0, str(noisy)) == key("test_resnet", 0)
     longer = tmp_path / "longer.yaml"
-    longer.write_text(TINY.replace("max_epochs: 1", "max_epochs: 2"))
+    longer.write_text(text.replace("max_epochs: 1", "max_epochs: 2"))
     assert key("test_resnet", 0, str(longer)) != key("test_resnet", 0)
 
 
-def test_parsing_a_recipe_keeps_the_callers_random_state(recipe):
+def test_parsing_a_recipe_keeps_the_callers_random_state(tiny_recipe):
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    zoo._resolved_config(zoo._training_args(ModelSource("test_resnet", train=recipe, seed=9)))
+    zoo._resolved_config(zoo._training_args(ModelSource("test_resnet", train=tiny_recipe, seed=9)))
     torch.testing.assert_close(torch.rand(3), expected)
 
 
@@ -114,13 +96,13 @@ def test_shipped_recipes_resolve_from_any_directory(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_concurrent_first_use_trains_once(recipe, tmp_path):
+def test_concurrent_first_use_trains_once(tiny_recipe, tmp_path):
     script = textwrap.dedent(
         f"""
         import torch
         torch.set_num_threads(1)
         from stitching.zoo import ModelSource, get_trained
-        print(get_trained(ModelSource("test_resnet", train={recipe!r}, seed=2)).key)
+        print(get_trained(ModelSource("test_resnet", train={tiny_recipe!r}, seed=2)).key)
         """
     )
     env = {**__import__("os").environ, "STITCHING_CACHE": str(tmp_path / "cache")}
