@@ -228,6 +228,7 @@ def _metric_problems(metrics: list[str], reduction: str) -> list[str]:
 
 
 def _dataset_problems(dataset: dict) -> list[str]:
+    # imported here: stitching.bench.data pulls in Lightning, which listing or sweeping a suite does not need
     from stitching.bench.data import dataset_problems
 
     return dataset_problems(dataset)
