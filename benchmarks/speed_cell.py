@@ -35,7 +35,7 @@ from stitching.bench.data import split_loader
 from stitching.bench.grid import expand_suite
 from stitching.bench.straightforward import train_straightforward
 from stitching.bench.suite import Recipe, load_suite
-from stitching.bench.train import Speed, train_adapter, train_adapters
+from stitching.bench.train import train_adapter, train_adapters
 
 
 def select_cells(suite_path: str, pairs: list[str]) -> list[dict]:
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write the rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    ctx = CellContext(speed=Speed())
+    ctx = CellContext()  # the default runtime: this machine's device, default speed switches
     rows = []
     print(f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
     for cell in select_cells(args.suite, args.pairs):

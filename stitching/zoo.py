@@ -134,7 +134,10 @@ def get_trained(source: ModelSource) -> TrainedModel:
         final.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(final) + ".lock"):
             if not (final / "metrics.json").is_file():  # another process may have finished meanwhile
-                _train_into(final, args, config, source)
+                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                    _train_in_fresh_process(final, args, config, source)
+                else:
+                    _train_into(final, args, config, source)
     metrics = json.loads((final / "metrics.json").read_text())
     return TrainedModel(final / "model.ckpt", metrics, key)
 
@@ -280,6 +283,40 @@ def _train_into(final: Path, args: list[str], config: dict, source: ModelSource)
         os.replace(tmp, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# What makes Lightning (and torchmetrics) see a distributed run: kept from a base model trained for one.
+_DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
+                    "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")  # fmt: skip
+
+
+def _train_in_fresh_process(final: Path, args: list[str], config: dict, source: ModelSource) -> None:
+    """``_train_into`` in a new process outside this one's DDP group (a rank of a multi-device cell).
+
+    In the group, Lightning and torchmetrics would sync the base model's metrics with ranks that are not
+    training it, and wait forever; the new process sees neither the group nor the SLURM task layout.
+    """
+    import multiprocessing
+
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name in _DISTRIBUTED_ENV or name.startswith("SLURM_"):
+            del os.environ[name]
+    try:
+        process = multiprocessing.get_context("spawn").Process(
+            target=_train_into, args=(final, args, config, source), name=f"train-{source.name}"
+        )
+        process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(
+            f"training base model {source.name} seed {source.seed} failed in its own process (exit code "
+            f"{process.exitcode}); its traceback is above. Train it alone with: stitching fit --config "
+            f"{source.train} --seed_everything={source.seed} --model.init_args.model_name={source.name}"
+        )
 
 
 def _checkpoint_hparams(path: str | Path) -> dict:

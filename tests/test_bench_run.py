@@ -52,13 +52,13 @@ def cache_dir(tmp_path_factory):
     os.environ["STITCHING_CACHE"] = str(path)
     import stitching.bench.cell as cell
 
-    cell._DEFAULT_CONTEXT = None  # the process-wide context picks up the new cache dir
+    cell._CONTEXTS.clear()  # the process-wide contexts pick up the new cache dir
     yield path
     if old is None:
         os.environ.pop("STITCHING_CACHE")
     else:
         os.environ["STITCHING_CACHE"] = old
-    cell._DEFAULT_CONTEXT = None
+    cell._CONTEXTS.clear()
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +170,17 @@ def test_bench_logs_cells_to_wandb_offline_from_the_store(finished, tmp_path, mo
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     one = ResultStore(results / "tiny").records().__next__()
-    args = ["bench", str(suite_path), "--results", str(results), "--cell", one["cell_id"],
-            "--wandb-project", "stitching-test", "--no-leaderboard"]
+    args = [
+        "bench",
+        str(suite_path),
+        "--results",
+        str(results),
+        "--cell",
+        one["cell_id"],
+        "--wandb-project",
+        "stitching-test",
+        "--no-leaderboard",
+    ]
     assert main(args) == 0  # the cell is finished: nothing reruns, everything in the store is logged
     runs = offline_runs(tmp_path)
     cells = {r.config["cell_id"]: r for r in runs if r.job_type == "cell"}

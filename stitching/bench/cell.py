@@ -15,19 +15,22 @@ import torch
 
 from stitching.bench.context import CellContext
 from stitching.bench.record import make_record
+from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import Recipe
 from stitching.bench.train import accuracy, predict, train_adapter, train_adapters
 
-_DEFAULT_CONTEXT: CellContext | None = None
+_CONTEXTS: dict[str, CellContext] = {}
 
 
-def default_context() -> CellContext:
-    """The process-wide context, so consecutive cells in one process share models and activations."""
-    global _DEFAULT_CONTEXT
-    if _DEFAULT_CONTEXT is None:
-        _DEFAULT_CONTEXT = CellContext()
-    return _DEFAULT_CONTEXT
+def default_context(runtime: Runtime | None = None) -> CellContext:
+    """The process-wide context for ``runtime``, so consecutive cells in one process share models and
+    activations."""
+    runtime = runtime or Runtime()
+    key = repr(runtime)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = CellContext(runtime=runtime)
+    return _CONTEXTS[key]
 
 
 class _Timer:
@@ -42,17 +45,30 @@ class _Timer:
 
 
 def run_cell(
-    cell: dict[str, Any], store_dir: str | Path, context: CellContext | None = None
+    cell: dict[str, Any],
+    store_dir: str | Path,
+    context: CellContext | None = None,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
-    """Run one cell (or return its existing record) and store its record under ``store_dir``."""
+    """Run one cell (or return its existing record) and store its record under ``store_dir``.
+
+    ``runtime`` chooses the devices (see :mod:`stitching.bench.runtime`); with DDP every rank calls this
+    for the same cells in the same order, and rank 0 writes the record.
+    """
     store = ResultStore(store_dir)
-    if store.has(cell["cell_id"]):
+    ctx = context or default_context(runtime)
+    done = store.has(cell["cell_id"])
+    if ctx.fabric is not None:  # every rank must take the same branch: rank 0 decides
+        done = ctx.fabric.broadcast(done)
+    if done:
         return store.read(cell["cell_id"])
-    ctx = context or default_context()
     work_dir = Path(store_dir) / "work" / cell["cell_id"]
     timer = _Timer()
     metrics, extra = _score_cell(cell["config"], ctx, timer, work_dir)
     record = make_record(cell, metrics, timer.seconds, **extra)
+    ctx.barrier()  # every rank is past the cell's last collective before rank 0 removes its checkpoints
+    if not ctx.is_global_zero:
+        return record
     store.write(record)
     for leftover in work_dir.glob("*.pt"):
         leftover.unlink()
@@ -68,11 +84,11 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
 
     dataset = config["dataset"]
     recipe = Recipe(**config["recipe"])
-    with timer("data"):
+    with timer("data"), ctx.rank_zero_first():  # with DDP: rank 0 downloads, the others then read
         datamodule = ctx.datamodule(dataset)
         num_classes = datamodule.num_classes
         labels = {split: ctx.labels(dataset, split) for split in ("train", "val", "test")}
-    with timer("base_models"):
+    with timer("base_models"), ctx.rank_zero_first():  # rank 0 trains a missing base model, once
         source, source_info = ctx.model(config["source"], num_classes)
         target, target_info = ctx.model(config["target"], num_classes)
     src_cut = get_cut(source, config["source_cut"])
@@ -143,6 +159,7 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
             device=ctx.device,
             checkpoint=work_dir / ("adapters.pt" if fused else "adapter.pt"),
             speed=ctx.speed,
+            fabric=ctx.fabric,
         )
     with timer("eval"):
         logits = stitched(adapter, xs["test"])
@@ -164,6 +181,7 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
                     device=ctx.device,
                     checkpoint=work_dir / "control.pt",
                     speed=ctx.speed,
+                    fabric=ctx.fabric,
                 )
             m["control_acc"] = accuracy(stitched(control_adapter, xr["test"]), labels["test"])
         m["control_penalty"] = m["target_acc"] - m["control_acc"]
@@ -179,6 +197,7 @@ def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -
             "steps": log.steps,
             "resumed_from_epoch": log.resumed_from_epoch,
             "fused_control": fused,
+            "devices": log.devices,
         },
         "base_models": {"source": source_info, "target": target_info},
         "specs": {"source": _spec_dict(src_spec), "target": _spec_dict(tgt_spec)},

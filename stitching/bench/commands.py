@@ -14,6 +14,7 @@ def bench_main(argv: list[str]) -> int:
     from stitching.bench.grid import expand_suite
     from stitching.bench.leaderboard import write_leaderboard
     from stitching.bench.runner import DEFAULT_SUITE, run_suite
+    from stitching.bench.runtime import add_runtime_arguments, runtime_from_args
     from stitching.bench.suite import load_suite
     from stitching.launch import add_executor_arguments, executor_from_args
 
@@ -29,16 +30,28 @@ def bench_main(argv: list[str]) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="validate and list the cells, run nothing")
     parser.add_argument("--no-leaderboard", action="store_true", help="skip the leaderboard and plots")
-    parser.add_argument("--cell", action="append", default=[], metavar="ID",
-                        help="run only this cell id (repeatable); used by W&B sweep agents")
-    parser.add_argument("--wandb-project", metavar="[ENTITY/]PROJECT",
-                        help="afterwards, log a W&B run per cell and a leaderboard run (offline: no key)")
+    parser.add_argument(
+        "--cell",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only this cell id (repeatable); used by W&B sweep agents",
+    )
+    parser.add_argument(
+        "--wandb-project",
+        metavar="[ENTITY/]PROJECT",
+        help="afterwards, log a W&B run per cell and a leaderboard run (offline: no key)",
+    )
     add_executor_arguments(parser)
+    add_runtime_arguments(parser)
     args = parser.parse_args(argv)
     try:
         suite = load_suite(args.suite)
         cells = expand_suite(suite)
-    except (SuiteError, FileNotFoundError) as err:
+        runtime = runtime_from_args(args)
+        if args.executor == "local" and runtime.distributed:
+            executor_from_args(args, runtime.devices)  # raises: say so before any process starts
+    except (SuiteError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.cell:
@@ -54,8 +67,23 @@ def bench_main(argv: list[str]) -> int:
             )
         print(f"{len(cells)} cells")
         return 0
-    summary = run_suite(suite, args.results, executor=executor_from_args(args), wait=not args.no_wait,
-                        cells=cells)
+    lead = True
+    if runtime.distributed and args.executor == "inline":
+        # DDP on this machine: the command starts once more per extra device; all ranks run the same
+        # cells in step, and rank 0 alone reports, writes records and builds the leaderboard
+        lead = runtime.is_global_zero()
+        if not lead:
+            sys.stdout = open(os.devnull, "w")  # for the rest of this process
+    try:
+        executor = executor_from_args(args, runtime.devices, runtime.accelerator, progress=lead)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = run_suite(
+        suite, args.results, executor=executor, wait=not args.no_wait, cells=cells, runtime=runtime
+    )
+    if not lead:
+        return 1 if summary["failed"] else 0
     print(
         f"{summary['finished']}/{summary['cells']} cells finished in {summary['seconds']:.0f} s "
         f"-> {summary['results_dir']}"
@@ -105,8 +133,11 @@ def leaderboard_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="stitching leaderboard", description=leaderboard_main.__doc__)
     parser.add_argument("results_dir", nargs="?", help="a suite's results directory, e.g. results/digits")
     parser.add_argument("--no-plots", action="store_true")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
-                        help="build the leaderboard from W&B cell runs instead of a local results directory")
+    parser.add_argument(
+        "--wandb",
+        metavar="ENTITY/PROJECT",
+        help="build the leaderboard from W&B cell runs instead of a local results directory",
+    )
     parser.add_argument("--group", help="with --wandb: a suite name (all versions) or SUITE-vVERSION")
     args = parser.parse_args(argv)
     if args.wandb:

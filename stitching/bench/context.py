@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
 from stitching.bench.data import build_datamodule, split_loader
-from stitching.bench.train import Speed
+from stitching.bench.runtime import Runtime
 from stitching.nn import freeze
 
 
@@ -34,18 +35,38 @@ class CellContext:
     memory_budget_gb: float = 4.0
     cache_dtype: torch.dtype = torch.float32
     persist_activations: bool = False
-    device: str = "cpu"
     batch_size: int = 256
-    speed: Speed = field(default_factory=Speed)
-    """How adapters train on the device (precision, channels_last, compile, pinned memory, fusing)."""
+    runtime: Runtime = field(default_factory=Runtime)
+    """Devices (one, or several training each cell with DDP) and speed switches."""
 
     def __post_init__(self) -> None:
+        self.speed = self.runtime.speed
+        self.fabric = self.runtime.fabric()  # None on one device
+        self.device = self.fabric.device if self.fabric else self.runtime.single_device()
         self.activations = ActivationCache(
             self.cache_dir / "activations", self.memory_budget_gb, self.cache_dtype, self.persist_activations
         )
         self._datamodules: dict[str, Any] = {}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
         self._labels: dict[str, torch.Tensor] = {}
+
+    @property
+    def is_global_zero(self) -> bool:
+        """True in the process that scores cells and writes their records."""
+        return self.fabric is None or self.fabric.global_rank == 0
+
+    @contextmanager
+    def rank_zero_first(self) -> Iterator[None]:
+        """With DDP: rank 0 runs the block first (training a base model, downloading data), then the rest."""
+        if self.fabric is None:
+            yield
+        else:
+            with self.fabric.rank_zero_first(local=False):
+                yield
+
+    def barrier(self) -> None:
+        if self.fabric is not None:
+            self.fabric.barrier()
 
     def datamodule(self, spec: dict) -> Any:
         key = json.dumps(spec, sort_keys=True)

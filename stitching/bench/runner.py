@@ -9,6 +9,7 @@ from typing import Any
 
 from stitching.bench.cell import run_cell
 from stitching.bench.grid import expand_suite
+from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import Suite, load_suite
 
@@ -36,11 +37,13 @@ def run_suite(
     executor: Any = None,
     wait: bool = True,
     cells: list[dict] | None = None,
+    runtime: Runtime | None = None,
 ) -> dict[str, Any]:
     """Run every unfinished cell of ``suite``; returns counts and the results directory.
 
     Re-running skips finished cells (their records exist), so an interrupted run resumes where it stopped.
-    ``cells`` restricts the run to a subset of the suite's expanded cells.
+    ``cells`` restricts the run to a subset of the suite's expanded cells; ``runtime`` sets the devices
+    (several per cell: DDP) and speed switches the cells run with.
     """
     from stitching.launch import InlineExecutor
 
@@ -59,7 +62,7 @@ def run_suite(
     )
     report = None
     if todo:
-        fn = functools.partial(run_cell, store_dir=str(out_dir))
+        fn = functools.partial(run_cell, store_dir=str(out_dir), runtime=runtime)
         report = executor.run(todo, fn, wait=wait, group_key=group_key, workdir=out_dir)
     return {
         "suite": suite.name,

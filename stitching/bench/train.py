@@ -80,6 +80,8 @@ class TrainLog:
     cpu_seconds: float = 0.0
     resumed_from_epoch: int = 0
     initial: dict = field(default_factory=dict)
+    devices: int = 1
+    """How many devices (DDP ranks) trained the adapter."""
 
 
 def make_optimizer(params, recipe: Recipe, total_steps: int):
@@ -133,16 +135,18 @@ def train_adapter(
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
     speed: Speed | None = None,
+    fabric=None,
 ) -> TrainLog:
     """Train ``adapter`` so that ``back(adapter(inputs))`` predicts ``labels``.
 
     ``back`` must be frozen and in eval mode. With ``checkpoint``, state is saved after every epoch and
-    training resumes from it (preemption-safe: the file is replaced atomically).
+    training resumes from it (preemption-safe: the file is replaced atomically). ``fabric``: DDP, as in
+    :func:`train_adapters`.
     """
     val_many = None if val is None else ([val[0]], val[1])
     (log,) = train_adapters(
         [adapter], back, [inputs], labels, recipe, seed=seed, val=val_many, device=device,
-        checkpoint=checkpoint, speed=speed,
+        checkpoint=checkpoint, speed=speed, fabric=fabric,
     )  # fmt: skip
     return log
 
@@ -159,6 +163,7 @@ def train_adapters(
     device: str | torch.device = "cpu",
     checkpoint: str | Path | None = None,
     speed: Speed | None = None,
+    fabric=None,
 ) -> list[TrainLog]:
     """Train every ``adapters[i]`` on ``inputs[i]`` into the same frozen ``back``, in one pass.
 
@@ -167,6 +172,12 @@ def train_adapters(
     only its own chunk, and the loss is the sum of the per-adapter mean losses. ``recipes`` may differ per
     adapter in optimizer, learning rate, weight decay and schedule; epochs and batch size are shared.
     ``val`` is (per-adapter validation inputs, labels). Returns one :class:`TrainLog` per adapter.
+
+    With a launched Lightning ``fabric`` (DDP, one process per device) every rank must call this with the
+    same arguments: each rank takes its share of every batch, gradients are averaged across ranks (scaled so
+    that they equal the single-device gradient of the whole batch), BatchNorm is synchronised on CUDA, and
+    rank 0 alone writes the checkpoint. Validation runs on each rank's own device over the whole split.
+    A final batch smaller than the number of ranks is skipped.
     """
     assert not any(p.requires_grad for p in back.parameters()), "the target back must be frozen"
     if len(inputs) != len(adapters):
@@ -185,6 +196,8 @@ def train_adapters(
     generator = torch.Generator().manual_seed(seed)
     logs = [TrainLog() for _ in adapters]
     start_epoch = _resume(checkpoint, adapters, optimizers, generator, logs)
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
+    modules = _distribute(adapters, fabric)
     with torch.no_grad():  # the back's memory format follows the adapter's output
         example = adapters[0].eval()(inputs[0][:2].to(device, torch.float32))
     run_back = speed.prepare_back(back, example)
@@ -213,44 +226,71 @@ def train_adapters(
     for epoch in range(start_epoch, epochs):
         for a in adapters:
             a.train()
-        order = torch.randperm(num_samples, generator=generator)
+        order = torch.randperm(num_samples, generator=generator)  # the same on every rank
         loss_sum = torch.zeros(len(adapters), device=device)  # summed on device: no sync per step
+        steps = 0
         for i in range(0, num_samples, batch_size):
             idx = order[i : i + batch_size]
-            batches = _gather(inputs, idx, device, pin)
+            if len(idx) < world:
+                continue
+            share = idx[rank::world]  # this rank's part of the batch
+            batches = _gather(inputs, share, device, pin)
             with speed.autocast(device):
-                outs = [a(x) for a, x in zip(adapters, batches, strict=True)]
+                outs = [m(x) for m, x in zip(modules, batches, strict=True)]
                 z = outs[0] if len(outs) == 1 else torch.cat(outs)
                 logits = run_back(z.contiguous(memory_format=fmt)).float()
-            y = labels_dev[idx.to(device)]
+            y = labels_dev[share.to(device)]
             losses = F.cross_entropy(logits, y.repeat(len(adapters)), reduction="none").view(
                 len(adapters), -1
             )
-            losses = losses.mean(1)  # per adapter: its own mean loss, so gradients match training alone
+            # per adapter: its own mean loss over the whole batch (this rank's part of it), so gradients
+            # match training alone on one device; DDP averages over ranks, hence the factor ``world``
+            losses = losses.sum(1) / len(idx)
             for opt, _ in optimizers:
                 opt.zero_grad(set_to_none=True)
-            losses.sum().backward()
+            (losses.sum() * world).backward()
             for opt, sched in optimizers:
                 opt.step()
                 sched.step()
             loss_sum += losses.detach()
+            steps += 1
+        if fabric is not None:
+            loss_sum = fabric.all_reduce(loss_sum, reduce_op="sum")
         accs = evaluate() if val is not None else [None] * len(adapters)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        mean_losses = (loss_sum / steps_per_epoch).tolist()
+        mean_losses = (loss_sum / max(1, steps)).tolist()
         for log, loss, acc in zip(logs, mean_losses, accs, strict=True):
             entry = {"epoch": epoch + 1, "loss": loss, "seconds": elapsed, "cpu_seconds": cpu}
             if acc is not None:
                 entry["val_acc"] = acc
             log.epochs.append(entry)
-            log.steps += steps_per_epoch
+            log.steps += steps
             log.seconds, log.cpu_seconds = elapsed, cpu
-        if checkpoint is not None:
+            log.devices = world
+        if checkpoint is not None and rank == 0:
             _save(checkpoint, adapters, optimizers, generator, logs, epoch + 1)
+        if fabric is not None:
+            fabric.barrier()  # no rank runs ahead of the checkpoint
     for a, log in zip(adapters, logs, strict=True):
         a.eval()
         log.seconds = time.perf_counter() - started
         log.cpu_seconds = time.process_time() - cpu_started
     return logs
+
+
+def _distribute(adapters: Sequence[nn.Module], fabric) -> list[nn.Module]:
+    """The modules to call in training: the adapters, or with ``fabric`` their DDP wrappers (same parameters).
+
+    On CUDA their BatchNorm layers become SyncBatchNorm so that batch statistics cover the whole batch, as
+    on one device; torch has no SyncBatchNorm on CPU, where each rank normalises its own share.
+    """
+    if fabric is None:
+        return list(adapters)
+    if fabric.device.type == "cuda":
+        for adapter in adapters:
+            for name, child in list(adapter.named_children()):
+                setattr(adapter, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return [fabric.setup_module(a) for a in adapters]
 
 
 def _gather(inputs, idx, device, pin) -> list[torch.Tensor]:

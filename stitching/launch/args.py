@@ -80,10 +80,31 @@ def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions:
     return load_slurm_options(getattr(args, "slurm_preset", None), **overrides)
 
 
-def executor_from_args(args: argparse.Namespace) -> Executor:
-    """The executor chosen by ``--executor`` (run it with ``wait=not args.no_wait``)."""
+def executor_from_args(
+    args: argparse.Namespace, devices: int = 1, accelerator: str = "auto", progress: bool = True
+) -> Executor:
+    """The executor chosen by ``--executor`` (run it with ``wait=not args.no_wait``).
+
+    ``devices`` per cell (DDP): SLURM jobs get one task per device (and as many GPUs unless the accelerator
+    is the CPU); the inline executor runs in the ranks the caller launched; local workers cannot share.
+    """
     if args.executor == "slurm":
-        return SlurmExecutor(slurm_options_from_args(args))
+        options = slurm_options_from_args(args)
+        if devices > 1:
+            options = dataclasses.replace(options, tasks_per_node=devices)
+            if accelerator in ("gpu", "cuda") and not options.gpus_per_node:
+                options = dataclasses.replace(options, gpus_per_node=devices)
+            if options.gpus_per_node not in (0, devices):
+                raise ValueError(
+                    f"--trainer.devices {devices} trains each cell on {devices} devices, one SLURM task "
+                    f"each, but --slurm.gpus_per_node is {options.gpus_per_node}; give both the same number"
+                )
+        return SlurmExecutor(options, progress=progress)
+    if devices > 1 and args.executor == "local":
+        raise ValueError(
+            f"--trainer.devices {devices} needs one process per device for each cell; --executor local runs "
+            "independent one-device workers. Use --executor inline (DDP on this machine) or slurm"
+        )
     if args.executor == "local":
-        return LocalExecutor(workers=args.workers)
-    return InlineExecutor()
+        return LocalExecutor(workers=args.workers, progress=progress)
+    return InlineExecutor(progress=progress)

@@ -21,6 +21,8 @@ class SlurmOptions:
     """``--partition``; None: the cluster's default partition."""
     gpus_per_node: int = 0
     """``--gpus-per-node``; 0 asks for none."""
+    tasks_per_node: int = 1
+    """``--ntasks-per-node``: one task per device when each cell trains on several (``--trainer.devices``)."""
     cpus_per_task: int = 2
     """``--cpus-per-task`` (data-loader workers + 1)."""
     mem_gb: float | None = None
@@ -49,7 +51,8 @@ class SlurmOptions:
     """Seconds between status checks while waiting."""
 
     def __post_init__(self) -> None:
-        for name in ("gpus_per_node", "cpus_per_task", "timeout_min", "array_parallelism", "max_num_timeout"):
+        counts = ("gpus_per_node", "tasks_per_node", "cpus_per_task", "timeout_min", "array_parallelism")
+        for name in (*counts, "max_num_timeout"):
             low = 0 if name in ("gpus_per_node", "max_num_timeout") else 1
             if getattr(self, name) < low:
                 raise ValueError(f"SlurmOptions.{name} must be >= {low}, got {getattr(self, name)}")
@@ -67,7 +70,7 @@ class SlurmOptions:
             "name": self.job_name,
             "timeout_min": self.timeout_min,
             "cpus_per_task": self.cpus_per_task,
-            "tasks_per_node": 1,
+            "tasks_per_node": self.tasks_per_node,
             "nodes": 1,
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_signal_delay_s": self.signal_delay_s,

@@ -1,0 +1,142 @@
+"""Where cells run: the accelerator, how many devices train each cell, and the speed switches.
+
+A `Runtime` is a process setting, not part of a cell's config: the same cell gives the same record on one CPU
+or on several GPUs (up to floating-point summation order and, off CUDA, per-device BatchNorm statistics).
+
+With ``devices > 1`` each device runs the cell in its own process (a rank) through Lightning Fabric: every
+rank computes the activations it needs, the ranks train the adapter together (each takes its share of every
+batch; DistributedDataParallel averages the gradients), and rank 0 alone scores the trained adapter on the
+whole test set on one device, so no distributed sampler pads or drops samples, and writes the record. The
+processes come from SLURM (one task per device, ``--executor slurm``) or, on one machine, from Fabric
+starting the same command once per extra device, as Lightning's Trainer does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import torch
+
+from stitching.bench.train import Speed
+
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+_FABRICS: dict[tuple, Any] = {}
+
+
+@dataclass
+class Runtime:
+    """The devices and speed switches cells run with (``stitching bench --trainer.* --speed.*``)."""
+
+    accelerator: str = "auto"
+    """``auto`` (CUDA when available, else CPU), ``cpu``, ``gpu`` or ``cuda``."""
+    devices: int = 1
+    """Devices that train one cell together (DDP); more than 1 starts one process per device."""
+    ddp_timeout_min: int = 720
+    """How long a rank waits at a collective, e.g. while rank 0 trains a base model on first use."""
+    speed: Speed = field(default_factory=Speed)
+
+    def __post_init__(self) -> None:
+        if self.accelerator not in ACCELERATORS:
+            choices = ", ".join(ACCELERATORS)
+            raise ValueError(f"unknown accelerator {self.accelerator!r}; choose one of {choices}")
+        if self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}")
+
+    @property
+    def distributed(self) -> bool:
+        return self.devices > 1
+
+    def single_device(self) -> torch.device:
+        """The device of a one-device run (checked where cells run: a SLURM login node may have no GPU)."""
+        if self.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise RuntimeError(
+                f"accelerator {self.accelerator!r} but torch sees no CUDA device here; use "
+                "--trainer.accelerator cpu, or ask SLURM for GPUs (--slurm.gpus_per_node)"
+            )
+        cuda = self.accelerator != "cpu" and torch.cuda.is_available()
+        return torch.device("cuda" if cuda else "cpu")
+
+    def fabric(self):
+        """The launched Lightning Fabric of this process (one per process), or None for one device.
+
+        On one machine the first call starts ``devices - 1`` copies of the running command (ranks 1..N-1);
+        under SLURM (one task per device) or torchrun the processes exist already and only join.
+        """
+        if not self.distributed:
+            return None
+        key = (self.accelerator, self.devices)
+        if key not in _FABRICS:
+            if _FABRICS:
+                raise RuntimeError(
+                    f"this process already runs DDP on {next(iter(_FABRICS))}; one runtime per process"
+                )
+            from lightning.fabric import Fabric
+            from lightning.fabric.strategies import DDPStrategy
+
+            fabric = Fabric(
+                accelerator=self.accelerator,
+                devices=self.devices,
+                strategy=DDPStrategy(timeout=timedelta(minutes=self.ddp_timeout_min)),
+            )
+            fabric.launch()
+            _FABRICS[key] = fabric
+        return _FABRICS[key]
+
+    def is_global_zero(self) -> bool:
+        """True in the process that writes records and reports (rank 0, or the only process)."""
+        fabric = self.fabric()
+        return fabric is None or fabric.global_rank == 0
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--trainer.accelerator``, ``--trainer.devices`` and one ``--speed.<switch>`` per `Speed` field."""
+    group = parser.add_argument_group("devices and speed")
+    group.add_argument(
+        "--trainer.accelerator",
+        dest="accelerator",
+        choices=ACCELERATORS,
+        default="auto",
+        help="where cells train (default: CUDA when available)",
+    )
+    group.add_argument(
+        "--trainer.devices",
+        dest="devices",
+        type=int,
+        default=1,
+        help="devices per cell: >1 trains each adapter with DDP, one process per device",
+    )
+    hints = typing.get_type_hints(Speed)
+    for f in dataclasses.fields(Speed):
+        kind = hints[f.name]
+        if typing.get_origin(kind) is typing.Literal:
+            group.add_argument(f"--speed.{f.name}", dest=f"speed_{f.name}", choices=typing.get_args(kind))
+        else:
+            group.add_argument(
+                f"--speed.{f.name}", dest=f"speed_{f.name}", type=_on_off, metavar="on|off|auto"
+            )
+
+
+def runtime_from_args(args: argparse.Namespace) -> Runtime:
+    """The `Runtime` given by the flags of `add_runtime_arguments` (unset speed switches keep defaults)."""
+    speed = {f.name: getattr(args, f"speed_{f.name}") for f in dataclasses.fields(Speed)}
+    return Runtime(
+        accelerator=args.accelerator,
+        devices=args.devices,
+        speed=Speed(**{k: v for k, v in speed.items() if v is not None and v != "auto"}),
+    )
+
+
+def _on_off(text: str) -> bool | str:
+    value = text.strip().lower()
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    if value == "auto":
+        return "auto"
+    raise argparse.ArgumentTypeError(f"expected on, off or auto, got {text!r}")
