@@ -7,6 +7,7 @@ from test_bench_run import write_suite
 
 from stitching.bench.grid import expand_suite
 from stitching.bench.runner import run_suite
+from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import load_suite
 from stitching.launch import SlurmExecutor, load_slurm_options
@@ -44,3 +45,28 @@ def test_suite_through_slurm_gives_the_same_records_as_inline(slurm_cluster, tmp
             assert remote[cell_id]["metrics"][metric] == pytest.approx(value, abs=1e-6), metric
     # grouped by source model and cut: cells sharing activations ran in one job
     assert (tmp_path / "slurm" / "viaslurm" / "slurm_jobs.json").is_file()
+
+
+def test_a_cell_trains_with_ddp_on_two_slurm_tasks(slurm_cluster, tmp_path, monkeypatch):
+    """--trainer.devices 2 through SLURM: one task per device, Fabric reads the ranks from SLURM."""
+    monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    suite_path = write_suite(
+        tmp_path / "suite.yaml",
+        name="ddpslurm",
+        models={"resnet": {"name": "mini_resnet", "seeds": [0, 1]}},
+        pairs={"mode": "same_arch", "include_self": False},
+        adapters=[{"norm": "none"}],  # no BatchNorm: DDP on CPU must match one device exactly
+        cuts={"depths": [0.25]},
+    )
+    inline = run_suite(suite_path, tmp_path / "inline")
+    options = load_slurm_options("local-test", tasks_per_node=2)
+    executor = SlurmExecutor(options, progress=False)
+    ddp = run_suite(suite_path, tmp_path / "slurm", executor=executor, runtime=Runtime("cpu", devices=2))
+    assert ddp["finished"] == inline["finished"] == 2 and not ddp["failed"], ddp["failed"]
+    local = {r["cell_id"]: r for r in ResultStore(tmp_path / "inline" / "ddpslurm").records()}
+    remote = {r["cell_id"]: r for r in ResultStore(tmp_path / "slurm" / "ddpslurm").records()}
+    for cell_id, record in local.items():
+        assert remote[cell_id]["training"]["devices"] == 2
+        for metric, value in record["metrics"].items():
+            assert remote[cell_id]["metrics"][metric] == pytest.approx(value, abs=1e-5), metric
