@@ -13,7 +13,9 @@ import sys
 import pytest
 from test_bench_run import ROOT, write_suite
 
+from stitching.bench.runtime import Runtime, add_runtime_arguments, runtime_from_args
 from stitching.bench.store import ResultStore
+from stitching.bench.train import Speed
 from stitching.cli import main
 from stitching.launch import add_executor_arguments, executor_from_args
 
@@ -110,3 +112,17 @@ def test_slurm_jobs_get_one_task_and_one_gpu_per_device():
     assert (cpu.tasks_per_node, cpu.gpus_per_node) == (2, 0)
     with pytest.raises(ValueError, match="gpus_per_node is 2"):
         executor_from_args(executor_args("--slurm.gpus_per_node", "2"), devices=4, accelerator="gpu")
+
+
+def test_devices_and_speed_switches_from_the_command_line():
+    parser = argparse.ArgumentParser()
+    add_runtime_arguments(parser)
+    args = ["--trainer.devices", "2", "--speed.precision", "bf16", "--speed.compile", "on",
+            "--speed.channels_last", "off", "--speed.fuse", "auto"]  # fmt: skip
+    runtime = runtime_from_args(parser.parse_args(args))
+    assert runtime.devices == 2 and runtime.accelerator == "auto"
+    assert runtime.speed == Speed(precision="bf16", compile=True, channels_last=False, fuse=None)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--speed.compile", "maybe"])
+    with pytest.raises(ValueError, match="choose one of"):
+        Runtime(accelerator="tpu")

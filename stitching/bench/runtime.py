@@ -113,11 +113,14 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(Speed)
     for f in dataclasses.fields(Speed):
         kind = hints[f.name]
+        help = f"stitching.bench.train.Speed.{f.name} (default: {f.default}; None is automatic)"
         if typing.get_origin(kind) is typing.Literal:
-            group.add_argument(f"--speed.{f.name}", dest=f"speed_{f.name}", choices=typing.get_args(kind))
+            group.add_argument(
+                f"--speed.{f.name}", dest=f"speed_{f.name}", choices=typing.get_args(kind), help=help
+            )
         else:
             group.add_argument(
-                f"--speed.{f.name}", dest=f"speed_{f.name}", type=_on_off, metavar="on|off|auto"
+                f"--speed.{f.name}", dest=f"speed_{f.name}", type=_on_off, metavar="on|off|auto", help=help
             )
 
 
