@@ -8,7 +8,8 @@ rank computes the activations it needs, the ranks train the adapter together (ea
 batch; DistributedDataParallel averages the gradients), and rank 0 alone scores the trained adapter on the
 whole test set on one device, so no distributed sampler pads or drops samples, and writes the record. The
 processes come from SLURM (one task per device, ``--executor slurm``) or, on one machine, from Fabric
-starting the same command once per extra device, as Lightning's Trainer does.
+starting the same command once per extra device, as Lightning's Trainer does. Fabric installs no SLURM signal
+handler, so submitit alone still owns requeue.
 """
 
 from __future__ import annotations
