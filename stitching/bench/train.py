@@ -234,7 +234,7 @@ def train_adapters(
             if len(idx) < world:
                 continue
             share = idx[rank::world]  # this rank's part of the batch
-            batches = _gather(inputs, share, device, pin)
+            batches = _gather(inputs, share, device, pin, fmt)
             with speed.autocast(device):
                 outs = [m(x) for m, x in zip(modules, batches, strict=True)]
                 z = outs[0] if len(outs) == 1 else torch.cat(outs)
@@ -293,8 +293,9 @@ def _distribute(adapters: Sequence[nn.Module], fabric) -> list[nn.Module]:
     return [fabric.setup_module(a) for a in adapters]
 
 
-def _gather(inputs, idx, device, pin) -> list[torch.Tensor]:
-    """This step's batch of every adapter's inputs; a tensor shared by several adapters is read once."""
+def _gather(inputs, idx, device, pin, fmt) -> list[torch.Tensor]:
+    """This step's batch of every adapter's inputs (feature maps in the back's memory format, so that a
+    map-to-map adapter runs in it too); a tensor shared by several adapters is read once."""
     seen: dict[int, torch.Tensor] = {}
     out = []
     for x in inputs:
@@ -302,7 +303,8 @@ def _gather(inputs, idx, device, pin) -> list[torch.Tensor]:
             batch = x[idx]
             if pin:
                 batch = batch.pin_memory()
-            seen[id(x)] = batch.to(device, torch.float32, non_blocking=pin)
+            batch = batch.to(device, torch.float32, non_blocking=pin)
+            seen[id(x)] = batch.contiguous(memory_format=fmt) if batch.ndim == 4 else batch
         out.append(seen[id(x)])
     return out
 
