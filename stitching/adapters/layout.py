@@ -61,11 +61,3 @@ def resample(fmap: torch.Tensor, grid: tuple[int, int], mode: str) -> torch.Tens
     if mode == "nearest":
         return F.interpolate(fmap, size=grid, mode="nearest-exact")
     raise ValueError(f"unknown resample mode {mode!r}")
-
-
-def from_sequence(z: torch.Tensor, spec: ActivationSpec, prefix: torch.Tensor | None) -> torch.Tensor:
-    """Turn channels-first positions (N, C, H*W) into ``spec``'s layout, prepending ``prefix`` (N, P, C)."""
-    if spec.layout == "nchw":
-        return z.reshape(z.shape[0], spec.channels, *spec.grid)
-    tokens = z.transpose(1, 2)
-    return tokens if prefix is None else torch.cat([prefix, tokens], dim=1)
