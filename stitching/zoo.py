@@ -285,7 +285,7 @@ def _train_into(final: Path, args: list[str], config: dict, source: ModelSource)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-# What makes Lightning (and torchmetrics) see a distributed run: kept from a base model trained for one.
+# How Lightning and torchmetrics detect a distributed run; a base model trained for one rank must not see it.
 _DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
                     "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")  # fmt: skip
 

@@ -49,8 +49,7 @@ def bench_main(argv: list[str]) -> int:
         suite = load_suite(args.suite)
         cells = expand_suite(suite)
         runtime = runtime_from_args(args)
-        if args.executor == "local" and runtime.distributed:
-            executor_from_args(args, runtime.devices)  # raises: say so before any process starts
+        executor = executor_from_args(args, runtime.devices, runtime.accelerator)
     except (SuiteError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -73,12 +72,8 @@ def bench_main(argv: list[str]) -> int:
         # cells in step, and rank 0 alone reports, writes records and builds the leaderboard
         lead = runtime.is_global_zero()
         if not lead:
+            executor.progress = False
             sys.stdout = open(os.devnull, "w")  # for the rest of this process
-    try:
-        executor = executor_from_args(args, runtime.devices, runtime.accelerator, progress=lead)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     summary = run_suite(
         suite, args.results, executor=executor, wait=not args.no_wait, cells=cells, runtime=runtime
     )

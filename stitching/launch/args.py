@@ -80,9 +80,7 @@ def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions:
     return load_slurm_options(getattr(args, "slurm_preset", None), **overrides)
 
 
-def executor_from_args(
-    args: argparse.Namespace, devices: int = 1, accelerator: str = "auto", progress: bool = True
-) -> Executor:
+def executor_from_args(args: argparse.Namespace, devices: int = 1, accelerator: str = "auto") -> Executor:
     """The executor chosen by ``--executor`` (run it with ``wait=not args.no_wait``).
 
     ``devices`` per cell (DDP): SLURM jobs get one task per device (and as many GPUs unless the accelerator
@@ -99,12 +97,12 @@ def executor_from_args(
                     f"--trainer.devices {devices} trains each cell on {devices} devices, one SLURM task "
                     f"each, but --slurm.gpus_per_node is {options.gpus_per_node}; give both the same number"
                 )
-        return SlurmExecutor(options, progress=progress)
+        return SlurmExecutor(options)
     if devices > 1 and args.executor == "local":
         raise ValueError(
             f"--trainer.devices {devices} needs one process per device for each cell; --executor local runs "
             "independent one-device workers. Use --executor inline (DDP on this machine) or slurm"
         )
     if args.executor == "local":
-        return LocalExecutor(workers=args.workers, progress=progress)
-    return InlineExecutor(progress=progress)
+        return LocalExecutor(workers=args.workers)
+    return InlineExecutor()
