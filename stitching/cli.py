@@ -111,7 +111,13 @@ def print_summary(trainer: L.Trainer, model: L.LightningModule, datamodule, seco
     ckpt = trainer.checkpoint_callback
     if ckpt is not None and (ckpt.best_model_path or ckpt.last_model_path):
         lines.append(f"checkpoint    {ckpt.best_model_path or ckpt.last_model_path}")
-    print("\n".join(lines), flush=True)
+    if trainer.world_size > 1:
+        lines.append(
+            f"note          scores above come from {trainer.world_size} devices, whose distributed sampler "
+            "may pad the data; final scores on one device: stitching validate|test --ckpt_path CHECKPOINT"
+        )
+    if trainer.is_global_zero:
+        print("\n".join(lines), flush=True)
 
 
 def _lazy(module: str, function: str) -> Callable[[list[str]], int | None]:

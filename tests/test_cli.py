@@ -93,3 +93,27 @@ def test_unknown_subcommand(capsys):
     assert "did you mean fit" in err and "bench" in err and "leaderboard" in err
     assert main([]) == 0 and "usage: stitching" in capsys.readouterr().out
     assert set(cli.COMMANDS) >= {"bench", "leaderboard", "sweep"}
+
+
+def test_fit_on_two_cpu_processes_with_ddp_then_test_on_one(tiny_recipe, tmp_path):
+    """`--trainer.devices 2`: Lightning starts a second rank; rank 0 alone reports; `test` scores on one."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def run(*args):
+        cmd = [sys.executable, "-m", "stitching.cli", *args, "--config", tiny_recipe, "--trainer.devices=2",
+               "--trainer.accelerator=cpu"]  # fmt: skip
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    out = run("fit", "--trainer.strategy=ddp")
+    assert out.count("ClassifierModule") == 1  # one summary, from rank 0
+    assert "scores above come from 2 devices" in out
+    ckpt = next(line.split()[-1] for line in out.splitlines() if line.startswith("checkpoint"))
+    assert Path(tmp_path, ckpt).is_file()
+    out = run("test", f"--ckpt_path={ckpt}")
+    assert "scoring on a single device" in out and "test/acc" in out
