@@ -101,7 +101,10 @@ class Adapter(nn.Module):
             tokens = x if self.map_prefix else x[:, self.source.num_prefix_tokens :]
             return tokens.reshape(-1, channels)  # a view for contiguous tokens
         fmap, prefix = to_feature_map(x, self.source)
-        fmap = resample(fmap, self.target.grid, self.config.resample)
+        if tuple(fmap.shape[-2:]) != tuple(self.target.grid):  # resampling is fastest channels_last
+            fmap = resample(
+                fmap.contiguous(memory_format=torch.channels_last), self.target.grid, self.config.resample
+            )
         tokens = fmap.permute(0, 2, 3, 1).reshape(n, -1, channels)  # a view for channels_last maps
         if self.map_prefix:
             tokens = torch.cat([prefix, tokens], dim=1)
