@@ -72,7 +72,8 @@ def measure_cell(cell: dict, ctx: CellContext, epochs: int | None) -> dict:
     train_x, train_y = images(ctx, dataset, "train")
     val_x, val_y = images(ctx, dataset, "val")
     adapter_config = AdapterConfig(**config["adapter"])
-    out = {"cell": f"{config['source']['key']}->{config['target']['key']} {src_cut.name}->{tgt_cut.name}"}
+    src, tgt = config["source"], config["target"]
+    out = {"cell": f"{src['key']} s{src['seed']}->{tgt['key']} s{tgt['seed']} {src_cut.name}->{tgt_cut.name}"}
 
     # Ours, from a cold cache: front activations, lstsq fit, training with validation.
     clock = Clock()
