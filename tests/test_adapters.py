@@ -1,6 +1,7 @@
 """Adapters: layout/shape handling, initialisations (identity, closed-form lstsq with and without BN, low
 rank), parameter counts and construction-time errors. Small tensors only."""
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -326,3 +327,37 @@ def test_bad_data_batches_fail_with_the_batch_named():
         create_adapter(source, target, init="lstsq", data=[(batch(source), batch(target, n=2))])
     with pytest.raises(ValueError, match="empty"):
         create_adapter(source, target, init="lstsq", data=[])
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("resample", ["bilinear", "area", "nearest"])
+@pytest.mark.parametrize(
+    "pair",
+    [LAYOUTS["nld->nchw non-square resampled"], LAYOUTS["nchw->nld 1 prefix"], (fmap(4, 2, 3), fmap(6, 4, 2))],
+    ids=["up", "down", "up-and-down"],
+)
+def test_training_on_frozen_inputs_folds_the_pre_batchnorm_exactly(pair, resample, momentum, rank):
+    """Inputs without gradient take the fast path: the pre-BatchNorm folded into the linear map, and when
+    the target grid is larger, the map applied before upsampling with the upsampled map's statistics. It
+    must match the plain path (BN, linear, resampling as written) in output, parameter gradients and running
+    statistics, over two training steps and then in eval mode (float64, so that gradients which are zero in
+    exact arithmetic, e.g. a bias just before the post-BatchNorm, compare)."""
+    torch.manual_seed(0)
+    folded = create_adapter(*pair, norm="bn", rank=rank, resample=resample).double().train()
+    folded.norm_pre.momentum = momentum
+    reference = copy.deepcopy(folded)
+    for _ in range(2):
+        x = batch(pair[0], n=5).double() * 3 + 1
+        out_folded = folded(x)  # x needs no gradient: folded path
+        out_reference = reference(x.clone().requires_grad_())  # the plain BatchNorm path
+        torch.testing.assert_close(out_folded, out_reference, rtol=1e-10, atol=1e-10)
+        weights = torch.randn_like(out_folded)
+        (out_folded * weights).sum().backward()
+        (out_reference * weights).sum().backward()
+    for (name, a), b in zip(folded.named_parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-10, msg=lambda m, n=name: f"{n}: {m}")
+    for (name, a), b in zip(folded.named_buffers(), reference.buffers(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
+    x = batch(pair[0], n=4).double()
+    torch.testing.assert_close(folded.eval()(x), reference.eval()(x.requires_grad_()), rtol=1e-10, atol=1e-10)
