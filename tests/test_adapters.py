@@ -334,7 +334,11 @@ def test_bad_data_batches_fail_with_the_batch_named():
 @pytest.mark.parametrize("resample", ["bilinear", "area", "nearest"])
 @pytest.mark.parametrize(
     "pair",
-    [LAYOUTS["nld->nchw non-square resampled"], LAYOUTS["nchw->nld 1 prefix"], (fmap(4, 2, 3), fmap(6, 4, 2))],
+    [
+        LAYOUTS["nld->nchw non-square resampled"],
+        LAYOUTS["nchw->nld 1 prefix"],
+        (tokens(4, 2, 3, 1), fmap(6, 4, 2)),
+    ],
     ids=["up", "down", "up-and-down"],
 )
 def test_training_on_frozen_inputs_folds_the_pre_batchnorm_exactly(pair, resample, momentum, rank):
