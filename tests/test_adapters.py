@@ -365,3 +365,14 @@ def test_training_on_frozen_inputs_folds_the_pre_batchnorm_exactly(pair, resampl
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10, msg=name)
     x = batch(pair[0], n=4).double()
     torch.testing.assert_close(folded.eval()(x), reference.eval()(x.requires_grad_()), rtol=1e-10, atol=1e-10)
+
+
+def test_a_synchronised_pre_batchnorm_is_not_folded_away():
+    """DDP on CUDA swaps in SyncBatchNorm; the fast paths (plain BatchNorm only) must leave it in place."""
+    pair = LAYOUTS["nld->nchw non-square resampled"]
+    adapter = create_adapter(*pair, norm="bn").eval()
+    adapter.norm_pre.running_mean.fill_(5.0)  # a normalisation that visibly changes the output
+    synced = copy.deepcopy(adapter)
+    synced.norm_pre = torch.nn.SyncBatchNorm.convert_sync_batchnorm(synced.norm_pre)
+    x = batch(pair[0])
+    torch.testing.assert_close(synced(x), adapter(x))

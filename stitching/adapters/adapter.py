@@ -97,7 +97,8 @@ class Adapter(nn.Module):
         if self.spatial:
             z = resample(x, self.target.grid, self.config.resample)
             return self.norm_post(self.proj(self.norm_pre(z)))
-        if self._upsamples and not self.map_prefix and not x.requires_grad:
+        plain_norm = isinstance(self.norm_pre, (nn.BatchNorm1d, nn.Identity))  # not SyncBatchNorm (DDP)
+        if self._upsamples and plain_norm and not self.map_prefix and not x.requires_grad:
             z = self._map_then_upsample(x)
         else:
             rows = self._source_rows(x)
