@@ -83,6 +83,7 @@ class Adapter(nn.Module):
         learn_prefix = target.layout == "nld" and p_tgt > 0 and not self.map_prefix
         self.prefix = nn.Parameter(torch.zeros(p_tgt, c_out)) if learn_prefix else None
         self.fit_stats: dict[str, float] = {}
+        self._resampling_moments: dict[torch.device, tuple] = {}  # see _resampled_stats
 
     @property
     def num_parameters(self) -> int:
@@ -158,12 +159,15 @@ class Adapter(nn.Module):
         resampling: with A the (target positions x source positions) resampling matrix, the mean weighs the
         source positions by A's column sums and the second moment is x^T (A^T A) x (float64 throughout)."""
         n, channels, h, w = fmap.shape
-        eye = torch.eye(h * w, dtype=torch.float64, device=fmap.device).view(h * w, 1, h, w)
-        a = resample(eye, self.target.grid, self.config.resample).reshape(h * w, -1).T
+        if fmap.device not in self._resampling_moments:  # constant per adapter: built once per device
+            eye = torch.eye(h * w, dtype=torch.float64, device=fmap.device).view(h * w, 1, h, w)
+            a = resample(eye, self.target.grid, self.config.resample).reshape(h * w, -1).T
+            self._resampling_moments[fmap.device] = (a.sum(0), a.T @ a, a.shape[0])
+        column_sums, gram, positions = self._resampling_moments[fmap.device]
         xs = fmap.reshape(n, channels, h * w).double()
-        count = n * a.shape[0]
-        mean = (xs @ a.sum(0)).sum(0) / count
-        second = ((xs @ (a.T @ a)) * xs).sum((0, 2)) / count
+        count = n * positions
+        mean = (xs @ column_sums).sum(0) / count
+        second = ((xs @ gram) * xs).sum((0, 2)) / count
         var = (second - mean.square()).clamp_min(0)
         return mean.to(fmap.dtype), var.to(fmap.dtype)
 

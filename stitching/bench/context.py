@@ -53,7 +53,7 @@ class CellContext:
     @property
     def is_global_zero(self) -> bool:
         """True in the process that scores cells and writes their records."""
-        return self.fabric is None or self.fabric.global_rank == 0
+        return self.runtime.is_global_zero()
 
     @contextmanager
     def rank_zero_first(self) -> Iterator[None]:
