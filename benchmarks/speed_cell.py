@@ -34,7 +34,8 @@ from stitching.bench.context import CellContext
 from stitching.bench.data import split_loader
 from stitching.bench.grid import expand_suite
 from stitching.bench.straightforward import train_straightforward
-from stitching.bench.suite import Recipe, load_suite
+from stitching.bench.suite import load_suite
+from stitching.core.optim import Recipe
 from stitching.bench.train import train_adapter, train_adapters
 
 

@@ -15,7 +15,7 @@ from test_bench_run import ROOT, write_suite
 
 from stitching.bench.runtime import Runtime, add_runtime_arguments, runtime_from_args
 from stitching.bench.store import ResultStore
-from stitching.bench.train import Speed
+from stitching.core.speed import Speed
 from stitching.cli import main
 from stitching.launch import add_executor_arguments, executor_from_args
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
 from stitching.bench.store import ResultStore
-from stitching.bench.suite import Recipe
+from stitching.core.optim import Recipe
 from stitching.bench.train import train_adapter
 from stitching.nn import freeze
 

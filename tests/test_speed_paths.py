@@ -11,7 +11,7 @@ from torch import nn
 
 from stitching.adapters import create_adapter
 from stitching.bench.straightforward import train_straightforward
-from stitching.bench.suite import Recipe
+from stitching.core.optim import Recipe
 from stitching.bench.train import Speed, predict, train_adapter, train_adapters
 from stitching.cuts import ActivationSpec, split_model
 from stitching.models import create_model

@@ -17,7 +17,7 @@ from stitching.bench.context import CellContext
 from stitching.bench.record import make_record
 from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
-from stitching.bench.suite import Recipe
+from stitching.core.optim import Recipe
 from stitching.bench.train import accuracy, predict, train_adapter, train_adapters
 
 _CONTEXTS: dict[str, CellContext] = {}

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from stitching.bench.train import Speed
+from stitching.core.speed import Speed
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 _FABRICS: dict[tuple, Any] = {}

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stitching.bench.suite import Recipe
+from stitching.core.optim import Recipe
 from stitching.bench.train import TrainLog, accuracy, make_optimizer
 
 

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 import yaml
 
+from stitching.core.optim import Recipe
+
 PairMode = Literal["all", "same_arch", "cross_arch", "explicit"]
 CutMode = Literal["matched", "matrix"]
 
@@ -70,18 +72,6 @@ class CutSpec:
     """Explicit cut names per model key (overrides ``depths`` for that model)."""
     mode: CutMode = "matched"
     """``matched``: source and target cut at the same depth index; ``matrix``: every source x target cut."""
-
-
-@dataclass
-class Recipe:
-    """How each adapter is trained."""
-
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    schedule: Literal["cosine", "constant"] = "cosine"
 
 
 @dataclass

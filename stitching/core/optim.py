@@ -1,0 +1,59 @@
+"""How an adapter is optimised: the optimiser, its learning-rate schedule, and the whole training recipe.
+
+One implementation for every path: ``stitching fit`` (StitchModule) and ``stitching bench`` (the cached
+loop) both build their optimiser and per-step schedule here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass
+class OptimizerSpec:
+    """The optimiser of an adapter and its learning-rate schedule (stepped once per training batch)."""
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    """AdamW, or SGD with momentum 0.9."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW) or L2 penalty (SGD)."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """``cosine``: from ``lr`` to zero over all training steps; ``constant``: ``lr`` throughout."""
+
+    def build(
+        self, params: Iterable[torch.nn.Parameter], total_steps: int
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+        """The optimiser over ``params`` and its per-step schedule over ``total_steps`` steps."""
+        params = list(params)
+        if self.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        total = max(1, total_steps)
+        if self.schedule == "cosine":
+            factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+        else:
+            factor = lambda step: 1.0  # noqa: E731
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@dataclass
+class Recipe(OptimizerSpec):
+    """How each adapter of a benchmark cell is trained: the optimiser, and how long on what batches."""
+
+    epochs: int = 10
+    """Passes over the training split."""
+    batch_size: int = 128
+    """Training samples per step."""
+
+    @property
+    def optimization(self) -> OptimizerSpec:
+        """The optimiser part alone (what ``StitchModule`` takes; epochs and batches are the Trainer's)."""
+        return OptimizerSpec(self.optimizer, self.lr, self.weight_decay, self.schedule)
