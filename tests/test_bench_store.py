@@ -2,6 +2,8 @@
 
 import json
 import multiprocessing as mp
+import stat
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,20 +11,66 @@ import torch
 from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
+from stitching.bench.record import SCHEMA, CellRecord, RecordError, make_record
 from stitching.bench.store import ResultStore
 from stitching.core.optim import Recipe
-from stitching.bench.train import train_adapter
+from stitching.core.training import TrainOptions, train_adapter
 from stitching.nn import freeze
+
+
+def record(cell_id, **metrics):
+    cell = {"cell_id": cell_id, "suite": {"name": "t", "version": "1"}, "config": {"seed": 0}}
+    return make_record(cell, metrics, {"train": 1.0}, adapter_params=3)
 
 
 def test_store_writes_atomically_and_lists_only_complete_records(tmp_path):
     store = ResultStore(tmp_path)
-    store.write({"cell_id": "abc", "metrics": {"x": np.float32(0.5)}})
+    store.write(record("abc", target_acc=np.float32(0.5)))
     (store.cells_dir / ".def.123.tmp").write_text("{partial")  # an interrupted write
     assert store.finished_ids() == {"abc"}
-    assert [r["metrics"]["x"] for r in store.records()] == [0.5]
-    store.write({"cell_id": "abc", "metrics": {"x": 1.0}})  # same id: replaced, never duplicated
-    assert len(store) == 1 and store.read("abc")["metrics"]["x"] == 1.0
+    assert [r["metrics"]["target_acc"] for r in store.records()] == [0.5]
+    store.write(record("abc", target_acc=1.0))  # same id: replaced, never duplicated
+    assert len(store) == 1 and store.read("abc")["metrics"]["target_acc"] == 1.0
+    assert stat.S_IMODE(store.path("abc").stat().st_mode) == 0o644  # group-readable
+
+
+def test_a_record_of_another_schema_is_refused_naming_the_file_and_both_versions(tmp_path):
+    store = ResultStore(tmp_path)
+    store.write({**record("old"), "schema": "stitching.cell/0"})
+    with pytest.raises(RecordError) as err:
+        store.read("old")
+    message = str(err.value)
+    assert str(store.path("old")) in message and "'stitching.cell/0'" in message and repr(SCHEMA) in message
+    with pytest.raises(RecordError, match=r"stitching\.cell/0"):
+        list(store.records())
+    unversioned = record("none")
+    del unversioned["schema"]
+    store.write(unversioned)
+    with pytest.raises(RecordError, match=r"none\.json: record schema None"):
+        store.read("none")
+
+
+def test_cell_record_round_trips_and_keeps_the_json_layout():
+    data = record("abc", target_acc=0.5, penalty=0.1)
+    assert set(data) == {
+        *("schema", "cell_id", "suite", "config", "metrics", "higher_is_better", "timings", "versions"),
+        *("git_commit", "created", "host", "adapter_params"),
+    }  # extra fields that were not given stay out of the file, as before
+    typed = CellRecord.from_dict(data)
+    assert typed.higher_is_better == {"target_acc": True, "penalty": False}
+    assert typed.timings == {"train": 1.0, "total": 1.0} and typed.adapter_params == 3
+    assert typed.to_dict() == data
+    with pytest.raises(RecordError, match=r"unknown keys \['colour'\]"):
+        CellRecord.from_dict({**data, "colour": "red"})
+
+
+def test_the_committed_reference_records_load():
+    results = Path(__file__).resolve().parents[1] / "results"
+    stores = [ResultStore(d.parent) for d in results.glob("*/cells")]
+    assert stores
+    for store in stores:
+        records = [store.read_record(cell_id) for cell_id in sorted(store.finished_ids())]
+        assert records and all(r.schema == SCHEMA and r.specs is not None for r in records)
 
 
 def _writer(root, i):
@@ -106,7 +154,7 @@ def test_train_adapter_trains_only_the_adapter_and_learns():
     before = back.weight.clone()
     adapter = nn.Linear(6, 6)
     log = train_adapter(
-        adapter, back, x, labels, Recipe(epochs=30, batch_size=32, lr=0.05), seed=0, val=(x, labels)
+        adapter, back, x, labels, Recipe(epochs=30, batch_size=32, lr=0.05), TrainOptions(val=(x, labels))
     )
     assert torch.equal(back.weight, before)
     assert log.epochs[-1]["val_acc"] > 0.9 and log.steps == 30 * 8
@@ -117,7 +165,7 @@ def test_train_adapter_resumes_from_its_checkpoint(tmp_path):
     recipe = Recipe(epochs=6, batch_size=32, lr=0.05)
     torch.manual_seed(0)
     straight = nn.Linear(6, 6)
-    train_adapter(straight, back, x, labels, recipe, seed=1)
+    train_adapter(straight, back, x, labels, recipe, TrainOptions(seed=1))
     # A run killed during epoch 4 of 6 (an exception from the optimizer) must resume after epoch 3.
     ckpt = tmp_path / "adapter.pt"
     torch.manual_seed(0)
@@ -138,11 +186,11 @@ def test_train_adapter_resumes_from_its_checkpoint(tmp_path):
     torch.optim.AdamW.step = step
     try:
         with pytest.raises(Stop):
-            train_adapter(cut, back, x, labels, recipe, seed=1, checkpoint=ckpt)
+            train_adapter(cut, back, x, labels, recipe, TrainOptions(seed=1, checkpoint=ckpt))
     finally:
         torch.optim.AdamW.step = original
     torch.manual_seed(123)
     resumed = nn.Linear(6, 6)  # different init: everything must come from the checkpoint
-    log = train_adapter(resumed, back, x, labels, recipe, seed=1, checkpoint=ckpt)
+    log = train_adapter(resumed, back, x, labels, recipe, TrainOptions(seed=1, checkpoint=ckpt))
     assert log.resumed_from_epoch == 3 and len(log.epochs) == 6
     assert torch.allclose(resumed.weight, straight.weight, atol=1e-6)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stitching.bench.grid import cell_id, expand_suite, model_pairs
+from stitching.bench.grid import expand_suite, model_pairs
 from stitching.bench.suite import SuiteError, load_suite, suite_from_dict
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
@@ -31,36 +31,34 @@ def small_suite(**overrides):
 def test_shipped_suites_parse_and_expand(path):
     suite = load_suite(path)
     cells = expand_suite(suite)
-    assert cells and len({c["cell_id"] for c in cells}) == len(cells)
+    assert cells and len({c.cell_id for c in cells}) == len(cells)
     for cell in cells:
-        assert cell["cell_id"] == cell_id(cell["config"])
+        assert cell.cell_id == cell.config.cell_id()
 
 
 def test_default_digits_suite_covers_four_families_two_seeds_three_cuts_and_cross_pairs():
     cells = expand_suite(load_suite(BENCHMARKS / "digits.yaml"))
-    configs = [c["config"] for c in cells]
-    assert len({c["source"]["name"] for c in configs}) >= 4
-    assert {c["source"]["seed"] for c in configs} == {0, 1}
-    assert {c["pair_kind"] for c in configs} == {"self", "same_arch", "cross_arch"}
+    configs = [c.config for c in cells]
+    assert len({c.source.name for c in configs}) >= 4
+    assert {c.source.seed for c in configs} == {0, 1}
+    assert {c.pair_kind for c in configs} == {"self", "same_arch", "cross_arch"}
     per_model = {}
     for c in configs:
-        per_model.setdefault(c["source"]["key"], set()).add(c["source_cut"])
+        per_model.setdefault(c.source.key, set()).add(c.source_cut)
     assert all(len(cuts) >= 3 for cuts in per_model.values())
 
 
 def test_cell_ids_are_stable_and_content_addressed():
     a = expand_suite(small_suite())
     b = expand_suite(small_suite())
-    assert [c["cell_id"] for c in a] == [c["cell_id"] for c in b]
+    assert [c.cell_id for c in a] == [c.cell_id for c in b]
     changed = expand_suite(small_suite(recipe={"epochs": 3}))
-    assert not {c["cell_id"] for c in a} & {c["cell_id"] for c in changed}
+    assert not {c.cell_id for c in a} & {c.cell_id for c in changed}
 
 
 def test_pair_modes():
     def kinds(**pairs):
-        return sorted(
-            (s["key"], s["seed"], t["key"], t["seed"], k) for s, t, k in model_pairs(small_suite(pairs=pairs))
-        )
+        return sorted((s.key, s.seed, t.key, t.seed, k) for s, t, k in model_pairs(small_suite(pairs=pairs)))
 
     assert kinds(mode="same_arch", include_self=False) == [
         ("resnet", 0, "resnet", 1, "same_arch"),
@@ -88,7 +86,7 @@ def test_matrix_mode_crosses_every_source_cut_with_every_target_cut():
     )
     cells = expand_suite(suite)
     assert len(cells) == 9
-    assert len({(c["config"]["source_cut"], c["config"]["target_cut"]) for c in cells}) == 9
+    assert len({(c.config.source_cut, c.config.target_cut) for c in cells}) == 9
 
 
 def test_bad_suite_lists_every_problem_at_once(tmp_path):
@@ -136,6 +134,41 @@ def test_wrong_types_are_reported():
     with pytest.raises(SuiteError) as err:
         small_suite(stitch_seeds="0", recipe={"epochs": "ten"}, pairs={"mode": "some"})
     message = str(err.value)
-    assert "suite.stitch_seeds: expected a list" in message
-    assert "suite.recipe.epochs: expected int" in message
-    assert "'some' is not one of" in message
+    assert "stitch_seeds: expected a list of int, got '0'" in message
+    assert "recipe.epochs: expected int, got 'ten'" in message
+    assert "pairs.mode: 'some' is not one of 'all', 'same_arch', 'cross_arch', 'explicit'" in message
+
+
+def test_a_suite_with_several_mistakes_lists_all_of_them():
+    raw = {
+        "name": "tiny",
+        "versoin": "1",
+        "dataset": [],
+        "models": {"a": {"nme": "mini_resnet", "seeds": "x"}, "b": 3},
+        "recipe": {"optimizer": "adam", "lr": "fast"},
+        "metric_reduction": "max",
+        "cuts": {"depths": [0.5, "deep"]},
+    }
+    with pytest.raises(SuiteError) as err:
+        suite_from_dict(raw, "bad.yaml")
+    assert err.value.problems == [
+        "suite: unknown key 'versoin' (did you mean version?)",
+        "suite: missing required key 'version'",
+        "dataset: expected a mapping, got []",
+        "models.a: unknown key 'nme' (did you mean name?)",
+        "models.a: missing required key 'name'",
+        "models.a.seeds: expected a list of int, got 'x'",
+        "models.b: expected a mapping, got 3",
+        "cuts.depths: expected a list of float, got [0.5, 'deep']",
+        "recipe.optimizer: 'adam' is not one of 'adamw', 'sgd'",
+        "recipe.lr: expected float, got 'fast'",
+        "metric_reduction: 'max' is not one of 'mean', 'flatten', 'cls'",
+    ]
+    assert str(err.value).startswith("bad.yaml: 11 problem(s) found before any training:")
+
+
+def test_values_are_converted_to_the_field_types():
+    suite = small_suite(version=2, cuts={"depths": [0, 1]}, recipe={"lr": 1, "optimizer": "sgd"})
+    assert suite.version == "2" and suite.cuts.depths == [0.0, 1.0] and suite.recipe.lr == 1.0
+    assert type(suite.recipe.lr) is float and suite.recipe.optimizer == "sgd"
+    assert suite.models["vit"].seeds == [0, 1] and suite.models["vit"].checkpoint is None

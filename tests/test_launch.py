@@ -15,6 +15,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import yaml
+from jsonargparse import ArgumentParser
 
 from stitching.launch import (
     InlineExecutor,
@@ -29,6 +31,7 @@ from stitching.launch import (
     load_slurm_options,
 )
 from stitching.launch.base import CellsFailed
+from stitching.launch.options import PRESET_DIR
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
@@ -140,8 +143,11 @@ def test_only_cluster_executors_can_return_before_cells_finish(tmp_path):
 @pytest.mark.parametrize("preset", list_presets())
 def test_every_shipped_preset_loads(preset):
     options = load_slurm_options(preset)
-    assert isinstance(options, SlurmOptions)
-    assert "slurm_array_parallelism" in options.submitit_parameters()
+    values = yaml.safe_load((PRESET_DIR / f"{preset}.yaml").read_text()) or {}
+    assert values and {name: getattr(options, name) for name in values} == values
+    params = options.submitit_parameters()
+    assert params["slurm_array_parallelism"] == options.array_parallelism
+    assert params["timeout_min"] == options.timeout_min
 
 
 def test_options_errors_name_the_problem():
@@ -165,7 +171,7 @@ def test_zero_gpus_and_unset_fields_stay_out_of_sbatch():
 
 
 def test_cli_flags_override_the_preset():
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser(exit_on_error=False)
     add_executor_arguments(parser)
     args = parser.parse_args(
         [
@@ -199,8 +205,12 @@ def test_cli_flags_override_the_preset():
     assert isinstance(executor_from_args(parser.parse_args([])), InlineExecutor)
     local = executor_from_args(parser.parse_args(["--executor", "local", "--workers", "3"]))
     assert isinstance(local, LocalExecutor) and local.workers == 3
-    with pytest.raises(SystemExit):
+    with pytest.raises(argparse.ArgumentError, match="expected KEY=VALUE"):
         parser.parse_args(["--slurm.additional_parameters", "novalue"])
+    # the preset's value stays unless the flag is given, even when the flag gives the dataclass default
+    zero = executor_from_args(parser.parse_args(["--executor", "slurm", "--slurm.preset", "gpu",
+                                                 "--slurm.gpus_per_node", "0"])).options  # fmt: skip
+    assert gpu.gpus_per_node == 1 and zero.gpus_per_node == 0 and zero.cpus_per_task == gpu.cpus_per_task
 
 
 @pytest.mark.filterwarnings("ignore:The `srun` command is available")
@@ -216,7 +226,7 @@ def test_lightning_leaves_requeue_to_submitit_only_inside_a_submitit_job(monkeyp
 
 
 def test_executor_arguments_coexist_with_a_callers_own_no_wait_flag():
-    parser = argparse.ArgumentParser()
+    parser = ArgumentParser()
     parser.add_argument("--no-wait", action="store_true")
     add_executor_arguments(parser)
     args = parser.parse_args(["--executor", "slurm", "--no-wait"])

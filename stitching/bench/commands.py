@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from argparse import ArgumentError
+
+import jsonargparse
 
 from stitching.bench.suite import SuiteError
 
 
-def bench_main(argv: list[str]) -> int:
-    """Run a suite (default: the digits suite), then write its leaderboard and plots."""
-    from stitching.bench.grid import expand_suite
-    from stitching.bench.leaderboard import write_leaderboard
-    from stitching.bench.runner import DEFAULT_SUITE, run_suite
-    from stitching.bench.runtime import add_runtime_arguments, runtime_from_args
-    from stitching.bench.suite import load_suite
-    from stitching.launch import add_executor_arguments, executor_from_args
+def bench_parser() -> jsonargparse.ArgumentParser:
+    """The parser of ``stitching bench``: its own flags, then ``--executor``/``--slurm.*`` and the
+    ``--trainer.*``/``--speed.*`` dataclass groups (typed and checked by jsonargparse)."""
+    from stitching.bench.runner import DEFAULT_SUITE
+    from stitching.bench.runtime import add_runtime_arguments
+    from stitching.launch import add_executor_arguments
 
-    parser = argparse.ArgumentParser(prog="stitching bench", description=bench_main.__doc__)
+    jsonargparse.set_parsing_settings(docstring_parse_attribute_docstrings=True)  # field docs as help
+    parser = jsonargparse.ArgumentParser(
+        prog="stitching bench", description=bench_main.__doc__, exit_on_error=False, default_env=False
+    )
     parser.add_argument(
         "suite", nargs="?", default=str(DEFAULT_SUITE), help="suite YAML (default: benchmarks/digits.yaml)"
     )
@@ -44,7 +48,25 @@ def bench_main(argv: list[str]) -> int:
     )
     add_executor_arguments(parser)
     add_runtime_arguments(parser)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def bench_main(argv: list[str]) -> int:
+    """Run a suite (default: the digits suite), then write its leaderboard and plots."""
+    from stitching.bench.grid import expand_suite
+    from stitching.bench.leaderboard import write_leaderboard
+    from stitching.bench.runner import run_suite
+    from stitching.bench.runtime import runtime_from_args
+    from stitching.bench.suite import load_suite
+    from stitching.launch import executor_from_args
+    from stitching.launch.args import short_error
+
+    parser = bench_parser()
+    try:
+        args = parser.parse_args(argv)
+    except ArgumentError as err:
+        print(f"error: {short_error(parser, str(err))}", file=sys.stderr)
+        return 2
     try:
         suite = load_suite(args.suite)
         cells = expand_suite(suite)

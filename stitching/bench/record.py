@@ -2,29 +2,86 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import platform
 import subprocess
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA = "stitching.cell/1"
+from stitching.bench.columns import CELL_METRICS as HIGHER_IS_BETTER
 
-HIGHER_IS_BETTER = {
-    "target_acc": True,
-    "source_acc": True,
-    "lstsq_acc": True,
-    "init_acc": True,
-    "stitched_acc": True,
-    "stitched_val_acc": True,
-    "agreement": True,
-    "penalty": False,
-    "control_init_acc": True,
-    "control_acc": True,
-    "control_penalty": False,
-}
+SCHEMA = "stitching.cell/1"
+"""Version of the record layout; a record of another version is refused when read."""
+
+
+class RecordError(ValueError):
+    """A cell record that cannot be read as this version's `CellRecord`."""
+
+
+@dataclass
+class CellRecord:
+    """The record of one finished cell, as stored in ``<results>/<suite>/cells/<cell_id>.json``."""
+
+    schema: str
+    """Layout version, ``SCHEMA`` when written by this code."""
+    cell_id: str
+    """Content hash of ``config``."""
+    suite: dict[str, Any]
+    """``{name, version}`` of the suite the cell came from."""
+    config: dict[str, Any]
+    """The resolved cell config (what ``cell_id`` hashes)."""
+    metrics: dict[str, float]
+    """Scores of the cell by metric name."""
+    higher_is_better: dict[str, bool]
+    """Direction of every metric in ``metrics``."""
+    timings: dict[str, float]
+    """Seconds per phase, and their ``total``."""
+    versions: dict[str, str]
+    """Python and library versions of the run."""
+    git_commit: str | None
+    """Commit of the stitching checkout (``+dirty`` with uncommitted changes), None outside git."""
+    created: str
+    """UTC time the record was made (ISO 8601, seconds)."""
+    host: str
+    """Machine the cell ran on."""
+    adapter_params: int | None = None
+    """Trainable parameters of the adapter."""
+    training: dict[str, Any] | None = None
+    """Adapter-training details (steps, losses, checkpoint resumes)."""
+    base_models: dict[str, Any] | None = None
+    """How the source and target models were obtained (trained, loaded, cached)."""
+    specs: dict[str, Any] | None = None
+    """Activation shapes at the two cuts."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form; extra fields left as None are left out, as before they were typed."""
+        record = dataclasses.asdict(self)
+        return {k: v for k, v in record.items() if v is not None or k not in _EXTRA}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "record") -> CellRecord:
+        """A record from its JSON form; raises `RecordError` for another schema or unknown/missing keys."""
+        if not isinstance(data, dict):
+            raise RecordError(f"{source}: a cell record must be a JSON object, got {type(data).__name__}")
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise RecordError(
+                f"{source}: record schema {schema!r}, but this code reads {SCHEMA!r}; "
+                "re-run the cell or read it with the version that wrote it"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        missing = sorted(n for n in names - set(data) if n not in _EXTRA)
+        if unknown or missing:
+            raise RecordError(f"{source}: unknown keys {unknown}, missing keys {missing}")
+        return cls(**data)
+
+
+_EXTRA = ("adapter_params", "training", "base_models", "specs")
 
 PACKAGES = ("stitching", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
 
@@ -76,18 +133,20 @@ def metric_directions(metrics: dict[str, float]) -> dict[str, bool]:
 def make_record(
     cell: dict[str, Any], metrics: dict[str, float], timings: dict[str, float], **extra: Any
 ) -> dict[str, Any]:
-    timings = dict(timings, total=sum(timings.values()))
-    return {
-        "schema": SCHEMA,
-        "cell_id": cell["cell_id"],
-        "suite": cell["suite"],
-        "config": cell["config"],
-        "metrics": metrics,
-        "higher_is_better": metric_directions(metrics),
-        "timings": timings,
-        "versions": library_versions(),
-        "git_commit": git_commit(),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "host": platform.node(),
+    """The JSON form of the `CellRecord` of ``cell`` (``cell_id``, ``suite``, ``config``); ``extra`` are
+    the record's optional fields (``adapter_params``, ``training``, ``base_models``, ``specs``)."""
+    record = CellRecord(
+        schema=SCHEMA,
+        cell_id=cell["cell_id"],
+        suite=cell["suite"],
+        config=cell["config"],
+        metrics=metrics,
+        higher_is_better=metric_directions(metrics),
+        timings=dict(timings, total=sum(timings.values())),
+        versions=library_versions(),
+        git_commit=git_commit(),
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        host=platform.node(),
         **extra,
-    }
+    )
+    return record.to_dict()

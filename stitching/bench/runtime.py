@@ -14,18 +14,18 @@ handler, so submitit alone still owns requeue.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import typing
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from jsonargparse import ArgumentParser, Namespace
 
 from stitching.core.speed import Speed
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+Accelerator = Literal["auto", "cpu", "gpu", "cuda"]
+ACCELERATORS: tuple[str, ...] = typing.get_args(Accelerator)
 _FABRICS: dict[tuple, Any] = {}
 
 
@@ -33,13 +33,14 @@ _FABRICS: dict[tuple, Any] = {}
 class Runtime:
     """The devices and speed switches cells run with (``stitching bench --trainer.* --speed.*``)."""
 
-    accelerator: str = "auto"
+    accelerator: Accelerator = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``gpu`` or ``cuda``."""
     devices: int = 1
     """Devices that train one cell together (DDP); more than 1 starts one process per device."""
     ddp_timeout_min: int = 720
     """How long a rank waits at a collective, e.g. while rank 0 trains a base model on first use."""
     speed: Speed = field(default_factory=Speed)
+    """Speed switches (``--speed.*``): how adapters train on the device, never what they compute."""
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -94,53 +95,15 @@ class Runtime:
         return fabric is None or fabric.global_rank == 0
 
 
-def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--trainer.accelerator``, ``--trainer.devices`` and one ``--speed.<switch>`` per `Speed` field."""
-    group = parser.add_argument_group("devices and speed")
-    group.add_argument(
-        "--trainer.accelerator",
-        dest="accelerator",
-        choices=ACCELERATORS,
-        default="auto",
-        help="where cells train (default: CUDA when available)",
-    )
-    group.add_argument(
-        "--trainer.devices",
-        dest="devices",
-        type=int,
-        default=1,
-        help="devices per cell: >1 trains each adapter with DDP, one process per device",
-    )
-    hints = typing.get_type_hints(Speed)
-    for f in dataclasses.fields(Speed):
-        kind = hints[f.name]
-        help = f"stitching.bench.train.Speed.{f.name} (default: {f.default}; None is automatic)"
-        if typing.get_origin(kind) is typing.Literal:
-            group.add_argument(
-                f"--speed.{f.name}", dest=f"speed_{f.name}", choices=typing.get_args(kind), help=help
-            )
-        else:
-            group.add_argument(
-                f"--speed.{f.name}", dest=f"speed_{f.name}", type=_on_off, metavar="on|off|auto", help=help
-            )
+def add_runtime_arguments(parser: ArgumentParser) -> None:
+    """Add the `Runtime` fields as ``--trainer.<field>`` and the `Speed` switches as ``--speed.<switch>``
+    (jsonargparse dataclass groups; a switch takes on/off/true/false, or null for automatic)."""
+    if not isinstance(parser, ArgumentParser):
+        raise TypeError("add_runtime_arguments needs a jsonargparse.ArgumentParser")
+    parser.add_class_arguments(Runtime, "trainer", skip={"speed"})
+    parser.add_class_arguments(Speed, "speed")
 
 
-def runtime_from_args(args: argparse.Namespace) -> Runtime:
-    """The `Runtime` given by the flags of `add_runtime_arguments` (unset speed switches keep defaults)."""
-    speed = {f.name: getattr(args, f"speed_{f.name}") for f in dataclasses.fields(Speed)}
-    return Runtime(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        speed=Speed(**{k: v for k, v in speed.items() if v is not None and v != "auto"}),
-    )
-
-
-def _on_off(text: str) -> bool | str:
-    value = text.strip().lower()
-    if value in ("on", "true", "1", "yes"):
-        return True
-    if value in ("off", "false", "0", "no"):
-        return False
-    if value == "auto":
-        return "auto"
-    raise argparse.ArgumentTypeError(f"expected on, off or auto, got {text!r}")
+def runtime_from_args(args: Namespace) -> Runtime:
+    """The `Runtime` given by the flags of `add_runtime_arguments` (unset flags keep the defaults)."""
+    return Runtime(**args.trainer.as_dict(), speed=Speed(**args.speed.as_dict()))

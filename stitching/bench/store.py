@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from stitching._utils import atomic_write
+from stitching.bench.record import CellRecord
 
 
 class ResultStore:
@@ -15,7 +17,8 @@ class ResultStore:
 
     A record is written to a temporary file in the same directory and moved into place with ``os.replace``,
     which is atomic on POSIX: readers see either no record or a complete one, and a cell id maps to exactly
-    one file, so re-running a finished cell cannot duplicate it.
+    one file, so re-running a finished cell cannot duplicate it. Files are group-readable (0644). Reading
+    checks the record's schema: a record of another version raises `stitching.bench.record.RecordError`.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
@@ -30,23 +33,19 @@ class ResultStore:
 
     def write(self, record: dict[str, Any]) -> Path:
         """Atomically write ``record`` (which must carry ``cell_id``) and return its path."""
-        self.cells_dir.mkdir(parents=True, exist_ok=True)
-        final = self.path(record["cell_id"])
-        fd, tmp = tempfile.mkstemp(prefix=f".{record['cell_id']}.", suffix=".tmp", dir=self.cells_dir)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(record, f, indent=2, sort_keys=True, default=_jsonable)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return final
+        text = json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n"
+        return atomic_write(self.path(record["cell_id"]), text)
 
     def read(self, cell_id: str) -> dict[str, Any]:
-        return json.loads(self.path(cell_id).read_text())
+        """The record of ``cell_id`` as stored (JSON), checked against this version's schema first."""
+        path = self.path(cell_id)
+        data = json.loads(path.read_text())
+        CellRecord.from_dict(data, str(path))  # raises RecordError naming the file and both versions
+        return data
+
+    def read_record(self, cell_id: str) -> CellRecord:
+        """The typed record of ``cell_id``."""
+        return CellRecord.from_dict(self.read(cell_id), str(self.path(cell_id)))
 
     def finished_ids(self) -> set[str]:
         if not self.cells_dir.is_dir():

@@ -1,22 +1,26 @@
 """Benchmark suites: a YAML file that names models, pairs, cuts, adapters, seeds and the dataset.
 
-``load_suite(path)`` parses and type-checks the file; ``validate_suite(suite)`` checks it against the real
-models (names, cuts, adapter options) and raises one ``SuiteError`` that lists every problem at once, before
-any training starts.
+``load_suite(path)`` parses and type-checks the file with jsonargparse, one key at a time so that one
+``SuiteError`` lists every problem at once; ``stitching.bench.grid`` then checks it against the real models
+(names, cuts, adapter options), before any training starts.
 """
 
 from __future__ import annotations
 
+import argparse
+import copy
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from jsonargparse import ArgumentParser
 
+from stitching._utils import did_you_mean
 from stitching.core.optim import Recipe
 
 PairMode = Literal["all", "same_arch", "cross_arch", "explicit"]
@@ -79,22 +83,32 @@ class Suite:
     """A whole benchmark: expanded into cells by :func:`stitching.bench.grid.expand_suite`."""
 
     name: str
+    """Suite name: the results go to ``<results>/<name>/``."""
     version: str
+    """Suite version, part of every cell's config (bump it when the suite's meaning changes)."""
     dataset: dict[str, Any]
     """``{class_path: ..., init_args: {...}}`` of a LightningDataModule (as in LightningCLI configs)."""
     models: dict[str, ModelEntry]
+    """The models by key (the key names the model in pairs, cuts and the leaderboard)."""
     description: str = ""
+    """Free text shown nowhere but in the file."""
     pairs: PairSpec = field(default_factory=PairSpec)
+    """Which (source, target) model pairs are stitched."""
     cuts: CutSpec = field(default_factory=CutSpec)
+    """Which cut points each pair is stitched at."""
     adapters: list[dict[str, Any]] = field(default_factory=lambda: [{}])
     """Adapter options (``stitching.adapters.AdapterConfig`` fields); ``{}`` is the default adapter."""
     inits: list[str] = field(default_factory=lambda: ["lstsq"])
+    """Adapter initialisations, each a cell of its own (``stitching.adapters.INITS``)."""
     stitch_seeds: list[int] = field(default_factory=lambda: [0])
+    """Seeds of adapter training, each a cell of its own."""
     recipe: Recipe = field(default_factory=Recipe)
+    """How every adapter is trained (optimiser, schedule, epochs, batch size)."""
     controls: list[str] = field(default_factory=lambda: ["random_source"])
+    """Control runs scored beside each cell (``random_source``: an adapter fed a random source model)."""
     metrics: list[str] = field(default_factory=list)
     """Alignment metrics between the activations at the two cuts (``stitching.metrics.list_metrics()``)."""
-    metric_reduction: str = "mean"
+    metric_reduction: Literal["mean", "flatten", "cls"] = "mean"
     """How activations are reduced to (N, D) for the alignment metrics: ``mean``, ``flatten`` or ``cls``."""
     metric_samples: int = 1000
     """At most this many test samples enter the alignment metrics."""
@@ -106,80 +120,99 @@ CONTROLS = ("random_source",)
 
 
 def load_suite(path: str | Path) -> Suite:
-    """Parse a suite YAML file; unknown keys and wrong types are reported all at once."""
+    """Parse a suite YAML file; unknown keys, wrong types and missing keys are reported all at once."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"suite file {str(path)!r} not found")
-    raw = yaml.safe_load(path.read_text())
-    problems: list[str] = []
-    suite = _build(Suite, raw, "suite", problems)
-    if problems:
-        raise SuiteError(str(path), problems)
+    suite = suite_from_dict(yaml.safe_load(path.read_text()), str(path))
     suite.source_path = str(path)
     return suite
 
 
 def suite_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Suite:
+    """A `Suite` from its mapping; raises one `SuiteError` that lists every problem found."""
     problems: list[str] = []
-    suite = _build(Suite, raw, "suite", problems)
+    suite = _section(Suite, raw, "", problems)
     if problems:
         raise SuiteError(source, problems)
     return suite
 
 
-def _build(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
-    """Convert ``value`` to type ``tp`` (dataclasses, lists, dicts, literals), collecting problems."""
-    origin = typing.get_origin(tp)
+def _section(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """Dataclass ``tp`` from the mapping ``value``, each key checked on its own so that all problems show."""
+    here = where or "suite"
+    if not isinstance(value, dict):
+        problems.append(f"{here}: expected a mapping, got {_show(value)}")
+        return None
+    hints = typing.get_type_hints(tp)
+    fields = {f.name: f for f in dataclasses.fields(tp) if f.init and f.name != "source_path"}
+    for key in value:
+        if key not in fields:
+            hint = did_you_mean(key, fields).strip() or f"valid: {', '.join(fields)}"
+            problems.append(f"{here}: unknown key {key!r} ({hint})")
+    kwargs, count = {}, len(problems)
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _value(hints[name], value[name], f"{where}.{name}".lstrip("."), problems)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            problems.append(f"{here}: missing required key {name!r}")
+    return tp(**kwargs) if len(problems) == count else None
+
+
+def _value(tp: Any, value: Any, where: str, problems: list[str]) -> Any:
+    """``value`` as type ``tp``: dataclass sections key by key, anything else by jsonargparse."""
     if dataclasses.is_dataclass(tp):
+        return _section(tp, value, where, problems)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is dict and dataclasses.is_dataclass(args[1]):
         if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
+            problems.append(f"{where}: expected a mapping, got {_show(value)}")
             return None
-        hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp) if f.init and f.name != "source_path"}
-        for key in value:
-            if key not in fields:
-                close = difflib.get_close_matches(str(key), fields, n=3)
-                hint = f" (did you mean {', '.join(close)}?)" if close else f" (valid: {', '.join(fields)})"
-                problems.append(f"{where}: unknown key {key!r}{hint}")
-        kwargs = {}
-        for name, f in fields.items():
-            if name in value:
-                kwargs[name] = _build(hints[name], value[name], f"{where}.{name}", problems)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                problems.append(f"{where}: missing required key {name!r}")
-        try:
-            return tp(**kwargs)
-        except TypeError:
+        return {k: _section(args[1], v, f"{where}.{k}", problems) for k, v in value.items()}
+    if str in _members(tp) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)  # ``version: 1`` means "1"
+    if value is None:
+        if tp is Any or type(None) in _members(tp):
             return None
+        problems.append(f"{where}: expected {_describe(tp)}, got null")
+        return None
+    try:  # a copy: jsonargparse converts lists in place
+        return _parser(tp).parse_object({"value": copy.deepcopy(value)}).value
+    except argparse.ArgumentError:
+        if typing.get_origin(tp) is Literal:
+            problems.append(f"{where}: {value!r} is not one of {_describe(tp).removeprefix('one of ')}")
+        else:
+            problems.append(f"{where}: expected {_describe(tp)}, got {_show(value)}")
+        return None
+
+
+@cache
+def _parser(tp: Any) -> ArgumentParser:
+    """A jsonargparse parser of one value of type ``tp``."""
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_argument("--value", type=tp)
+    return parser
+
+
+def _members(tp: Any) -> tuple:
+    union = typing.get_origin(tp) in (typing.Union, types.UnionType)
+    return typing.get_args(tp) if union else (tp,)
+
+
+def _describe(tp: Any) -> str:
+    """``int``, ``a list of int``, ``one of 'a', 'b'``: a type as a suite's author reads it."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is Literal:
-        if value not in typing.get_args(tp):
-            choices = ", ".join(map(repr, typing.get_args(tp)))
-            problems.append(f"{where}: {value!r} is not one of {choices}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _build(inner[0], value, where, problems)
+        return "one of " + ", ".join(map(repr, args))
     if origin is list:
-        if not isinstance(value, list):
-            problems.append(f"{where}: expected a list, got {type(value).__name__}")
-            return []
-        (item,) = typing.get_args(tp)
-        return [_build(item, v, f"{where}[{i}]", problems) for i, v in enumerate(value)]
+        return f"a list of {_describe(args[0]).removeprefix('a ')}"
     if origin is dict:
-        if not isinstance(value, dict):
-            problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
-            return {}
-        _, item = typing.get_args(tp)
-        return {k: _build(item, v, f"{where}.{k}", problems) for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        problems.append(f"{where}: expected {tp.__name__}, got {value!r}")
-    return value
+        return "a mapping"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    return "anything" if tp is Any else getattr(tp, "__name__", str(tp))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
