@@ -6,12 +6,12 @@ For each chosen cell of a suite (default: shallow, middle and deep cuts of some 
   random-init adapter, the recipe's full epoch budget. Its final validation accuracy is A, its time T.
 - **ours**: compute this cell's front activations from scratch (source train/val, target train; a cold
   cache, so the cell pays the caching it would share in a suite), ``lstsq`` adapter, then
-  :func:`stitching.bench.train.train_adapter` with validation before training and after every epoch.
+  :func:`stitching.core.training.train_adapter` with validation before training and after every epoch.
   Time to A = setup + elapsed time of the first validation with accuracy >= A.
 - **floor**: the target back's forward + input-gradient backward on cached target activations, for the same
   number of steps, in the back's fastest memory format; ``ours/floor`` compares our training loop to it.
 - **fused vs apart**: the stitched adapter and the random-source control trained in one pass through the
-  back (:func:`~stitching.bench.train.train_adapters`) vs two separate passes.
+  back (:func:`~stitching.core.training.train_adapters`) vs two separate passes.
 
     python benchmarks/speed_cell.py --threads 1 --pairs resnet:resnet convnext:resnet --out speed_cell.json
 """
@@ -27,16 +27,16 @@ import time
 
 import torch
 import torch.nn.functional as F
+from straightforward import train_straightforward  # benchmarks/straightforward.py, beside this script
 
 from stitching.bench.cache import ActivationCache, cache_key
 from stitching.bench.cell import _pairs, _spec
 from stitching.bench.context import CellContext
 from stitching.bench.data import split_loader
 from stitching.bench.grid import expand_suite
-from stitching.bench.straightforward import train_straightforward
 from stitching.bench.suite import load_suite
 from stitching.core.optim import Recipe
-from stitching.bench.train import train_adapter, train_adapters
+from stitching.core.training import train_adapter, train_adapters
 
 
 def select_cells(suite_path: str, pairs: list[str]) -> list[dict]:

@@ -1,10 +1,10 @@
-"""The straightforward stitching harness, kept as the speed baseline for :mod:`stitching.bench.train`.
+"""The straightforward stitching harness, kept as the speed baseline for :mod:`stitching.core.training`.
 
 This is how public stitching code trains an adapter: at every step both whole models run on the images (the
 source to its last layer although only the cut activation is used, the target's front although its output
 is replaced), the models' weights still require gradients (computed, then thrown away), and the adapter
 starts from a random initialisation and trains for the full epoch budget. What it computes is the same as
-:func:`~stitching.bench.train.train_adapter` on cached activations with the same adapter, seed and recipe
+:func:`~stitching.core.training.train_adapter` on cached activations with the same adapter, seed and recipe
 (the same batches in the same order); only the cost differs. ``benchmarks/speed_cell.py`` times both.
 """
 
@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stitching.core.evaluate import accuracy
 from stitching.core.optim import Recipe
-from stitching.bench.train import TrainLog, accuracy, make_optimizer
+from stitching.core.training import TrainLog
+from stitching.cuts import split_model
 
 
 def train_straightforward(
@@ -41,8 +43,6 @@ def train_straightforward(
     parameters require gradients during training, as in code that only leaves them out of the optimizer;
     ``requires_grad`` is restored afterwards. ``val`` is (images, labels), scored after every epoch.
     """
-    from stitching.cuts import split_model
-
     src_front, src_back = split_model(source, source_cut)
     tgt_front, tgt_back = split_model(target, target_cut)
     models = (source.eval(), target.eval())
@@ -56,7 +56,7 @@ def train_straightforward(
 
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
-    opt, sched = make_optimizer(adapter.parameters(), recipe, recipe.epochs * steps_per_epoch)
+    opt, sched = recipe.build(adapter.parameters(), recipe.epochs * steps_per_epoch)
     log = TrainLog()
     started, cpu_started = time.perf_counter(), time.process_time()
     try:

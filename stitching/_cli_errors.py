@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import re
@@ -10,6 +9,8 @@ import sys
 from typing import NoReturn
 
 from lightning.pytorch.cli import LightningArgumentParser
+
+from stitching._utils import did_you_mean
 
 # Which of our classes can stand at each subclass-mode key (listed when a class_path is wrong).
 KNOWN_CLASSES: dict[str, tuple[str, list[str]]] = {
@@ -32,8 +33,8 @@ def _init_options(class_path: str) -> list[str]:
 
 
 def _close(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = did_you_mean(word, options, cutoff=0.5)
+    return f" ({hint.strip()})" if hint else ""
 
 
 def _errors(message: str) -> list[str]:

@@ -1,123 +1,26 @@
 """The ``stitching`` command: ``fit|validate|test`` through LightningCLI, plus the harness's own subcommands.
 
-Model and data classes are chosen in YAML (``class_path``/``init_args``); ``num_classes`` is linked from the
-data module to the model at instantiation; the seed defaults to 0. Each run writes under its own
-``runs/<config-name>/<timestamp>/`` unless ``trainer.default_root_dir`` is set.
+``fit|validate|test`` run :class:`stitching.lightning_cli.StitchingCLI` with the data and module packages
+imported, so short class names resolve in YAML too.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import sys
-import time
 import warnings
 from collections.abc import Callable
-from datetime import datetime
-from pathlib import Path
+from importlib.metadata import PackageNotFoundError, version
 
-import lightning as L
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
+import stitching
 import stitching.data
-import stitching.modules  # noqa: F401  (imported so short class names resolve in YAML)
-from stitching._cli_errors import StitchingArgumentParser
+import stitching.modules
+from stitching._utils import did_you_mean
+from stitching.lightning_cli import RUNS_DIR, StitchingCLI, print_summary
+
+__all__ = ["COMMANDS", "LIGHTNING_SUBCOMMANDS", "RUNS_DIR", "StitchingCLI", "main", "print_summary"]
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test")
-RUNS_DIR = Path("runs")
-
-
-class StitchingCLI(LightningCLI):
-    """LightningCLI with any LightningModule/LightningDataModule, linked ``num_classes`` and per-run dirs."""
-
-    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
-        kwargs.setdefault("subclass_mode_model", True)
-        kwargs.setdefault("subclass_mode_data", True)
-        kwargs.setdefault("seed_everything_default", 0)
-        # Runs get their own dirs, but a re-run with an explicit default_root_dir must not fail either.
-        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        kwargs.setdefault("parser_class", StitchingArgumentParser)
-        kwargs.setdefault("parser_kwargs", {"prog": "stitching"})
-        from stitching.launch import lightning_plugins_for_slurm
-
-        plugins = lightning_plugins_for_slurm()  # inside a submitit job, submitit alone owns requeue
-        if plugins:
-            kwargs.setdefault("trainer_defaults", {"plugins": plugins})
-        self._start = time.perf_counter()
-        super().__init__(L.LightningModule, L.LightningDataModule, args=args, run=run, **kwargs)
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
-
-    def _run_config(self):
-        return self.config[self.subcommand] if self.subcommand else self.config
-
-    def before_instantiate_classes(self) -> None:
-        config = self._run_config()
-        if config.trainer.default_root_dir is None:
-            files = config.get("config") or []
-            name = Path(str(files[-1])).stem if files else "cli"
-            config.trainer.default_root_dir = str(_fresh_dir(RUNS_DIR / name))
-        from stitching.tracking import prepare_cli_logger
-
-        prepare_cli_logger(config)  # a W&B logger's run id follows the run dir, so a resumed run continues it
-        if self.subcommand in ("validate", "test") and config.trainer.devices not in (1, "1"):
-            # A distributed sampler pads uneven data (63 samples scored as 64): final scores on one device.
-            print(
-                f"stitching {self.subcommand}: scoring on a single device (trainer.devices="
-                f"{config.trainer.devices} -> 1) so distributed padding cannot bias the scores"
-            )
-            config.trainer.devices = 1
-
-    def instantiate_classes(self) -> None:
-        try:
-            super().instantiate_classes()
-        except (ValueError, FileNotFoundError, RuntimeError) as e:
-            # Construction errors are configuration errors (unknown model, missing data, bad checkpoint):
-            # report them like a bad key, in one line, instead of a traceback.
-            self.parser.error(f"{type(e).__name__}: {e}")
-
-    def before_fit(self) -> None:
-        self._start = time.perf_counter()
-
-    def after_fit(self) -> None:
-        print_summary(self.trainer, self.model, self.datamodule, time.perf_counter() - self._start)
-
-    after_validate = after_fit
-    after_test = after_fit
-
-
-def _fresh_dir(parent: Path) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path, n = parent / stamp, 0
-    while path.exists():
-        n += 1
-        path = parent / f"{stamp}-{n}"
-    return path
-
-
-def print_summary(trainer: L.Trainer, model: L.LightningModule, datamodule, seconds: float) -> None:
-    """A few lines at the end of a run: what ran, its accuracies, how long, where the checkpoint is."""
-    name = model.hparams.get("model_name") if hasattr(model, "hparams") else None
-    lines = [f"model         {type(model).__name__}" + (f" ({name})" if name else "")]
-    if datamodule is not None:
-        sizes = datamodule.hparams.get("split_sizes") if hasattr(datamodule, "hparams") else None
-        lines.append(f"data          {type(datamodule).__name__}" + (f" {sizes}" if sizes else ""))
-    metrics = trainer.callback_metrics
-    for key in sorted(metrics):
-        if key.split("/")[0] in ("val", "test") and "acc" in key:
-            lines.append(f"{key:<13} {float(metrics[key]):.4f}")
-    lines.append(f"time          {seconds:.1f} s")
-    ckpt = trainer.checkpoint_callback
-    if ckpt is not None and (ckpt.best_model_path or ckpt.last_model_path):
-        lines.append(f"checkpoint    {ckpt.best_model_path or ckpt.last_model_path}")
-    if trainer.world_size > 1:
-        lines.append(
-            f"note          scores above come from {trainer.world_size} devices, whose distributed sampler "
-            "may pad the data; final scores on one device: stitching validate|test --ckpt_path CHECKPOINT"
-        )
-    if trainer.is_global_zero:
-        print("\n".join(lines), flush=True)
 
 
 def _lazy(module: str, function: str) -> Callable[[list[str]], int | None]:
@@ -136,6 +39,14 @@ COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
 }
 
 
+def _version() -> str:
+    """The installed distribution's version (the source tree's when it is not installed)."""
+    try:
+        return version("stitching")
+    except PackageNotFoundError:
+        return stitching.__version__
+
+
 def _usage() -> str:
     return "usage: stitching {" + ",".join((*LIGHTNING_SUBCOMMANDS, *COMMANDS)) + "} [options]"
 
@@ -143,12 +54,16 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int | None:
     """Entry point of the ``stitching`` console script."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] in (["--version"], ["-V"]):
+        print(f"stitching {_version()}")
+        return 0
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         print(
             "  fit|validate|test --config FILE   train or evaluate through LightningCLI (--help for options)"
         )
         print("  " + "|".join(COMMANDS) + "          benchmark harness commands")
+        print("  --version                         print the installed version")
         return 0
     command, rest = args[0], args[1:]
     if command in LIGHTNING_SUBCOMMANDS:
@@ -160,9 +75,8 @@ def main(argv: list[str] | None = None) -> int | None:
     if command in COMMANDS:
         return COMMANDS[command](rest)
     valid = [*LIGHTNING_SUBCOMMANDS, *COMMANDS]
-    close = difflib.get_close_matches(command, valid, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    print(f"error: unknown subcommand {command!r}{hint}; valid: {', '.join(valid)}", file=sys.stderr)
+    hint = did_you_mean(command, valid)
+    print(f"error: unknown subcommand {command!r}; {hint}valid: {', '.join(valid)}", file=sys.stderr)
     return 2
 
 

@@ -11,5 +11,11 @@ def freeze(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
+def num_parameters(module: nn.Module) -> int:
+    """Number of parameter elements in ``module``, frozen or not."""
+    return sum(p.numel() for p in module.parameters())
+
+
 def num_trainable_parameters(module: nn.Module) -> int:
+    """Number of parameter elements in ``module`` that receive gradients."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)

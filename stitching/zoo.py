@@ -4,19 +4,18 @@ base model trained on first use (with a config from ``configs/train/``) and reus
 Trained models live in ``$STITCHING_CACHE/zoo/<key>/`` (default ``~/.cache/stitching``): ``model.ckpt`` (a
 Lightning checkpoint of ``ClassifierModule``), ``metrics.json`` (val/test accuracy, training time, versions)
 and ``config.yaml`` (the resolved training config). ``key`` hashes that config, the seed, the model name and
-the library versions. A file lock plus write-to-temp-then-rename makes concurrent first use safe.
+the library versions. A file lock plus atomic writes, ``metrics.json`` last, make concurrent first use safe:
+a model is in the store once its ``metrics.json`` is.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import random
-import shutil
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,15 +24,18 @@ from pathlib import Path
 from typing import Any
 
 import lightning
-import numpy as np
 import timm
 import torch
 import yaml
 from filelock import FileLock
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 
 import stitching
+from stitching._utils import atomic_path, atomic_write, stable_hash
+from stitching.lightning_cli import StitchingCLI
 from stitching.models import create_model
+from stitching.nn import num_parameters
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -115,7 +117,7 @@ def load_model_with_info(source: ModelSource | str, num_classes: int | None = No
         info.update(kind="checkpoint", checkpoint=source.checkpoint)
     else:
         kwargs = dict(source.model_kwargs, **({"num_classes": num_classes} if num_classes else {}))
-        with torch.random.fork_rng():
+        with isolate_rng():
             torch.manual_seed(source.seed)  # the same random model every time, whatever ran before
             model = create_model(source.name, pretrained=source.pretrained, **kwargs)
         info["kind"] = "pretrained" if source.pretrained else "random"
@@ -144,8 +146,7 @@ def get_trained(source: ModelSource) -> TrainedModel:
 
 def store_key(config: dict) -> str:
     """16 hex characters over the resolved training config and the versions that change its result."""
-    payload = {"config": config, "versions": versions()}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return stable_hash({"config": config, "versions": versions()}, length=16)
 
 
 def versions() -> dict[str, str]:
@@ -189,8 +190,6 @@ def _training_args(source: ModelSource) -> list[str]:
 
 
 def _cli(args: list[str], instantiate: bool):
-    from stitching.cli import StitchingCLI  # the CLI imports the data and module packages
-
     class _ZooCLI(StitchingCLI):
         def before_instantiate_classes(self) -> None:
             pass  # the store chooses the directory
@@ -224,8 +223,7 @@ def _resolved_config(args: list[str]) -> dict:
 @contextlib.contextmanager
 def _quiet():
     """Hide Lightning's set-up chatter and keep the caller's random state while the store trains."""
-    # seed_everything seeds the legacy global NumPy generator, so that is the state to keep.
-    py_state, np_state, env = random.getstate(), np.random.get_state(), dict(os.environ)  # noqa: NPY002
+    env = dict(os.environ)
     loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -238,11 +236,9 @@ def _quiet():
             warnings.filterwarnings("ignore", message=".*modules? in eval mode.*")
             warnings.filterwarnings("ignore", message=".*srun.*")
             warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
-            with torch.random.fork_rng():
+            with isolate_rng():  # torch's, Python's and NumPy's global generators, which seed_everything sets
                 yield
     finally:
-        random.setstate(py_state)
-        np.random.set_state(np_state)  # noqa: NPY002
         os.environ.clear()
         os.environ.update(env)  # seed_everything exports PL_GLOBAL_SEED
         for lg, level in zip(loggers, levels, strict=True):
@@ -250,39 +246,35 @@ def _quiet():
 
 
 def _train_into(final: Path, args: list[str], config: dict, source: ModelSource) -> None:
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Train ``source`` in a scratch directory and publish it into ``final``, ``metrics.json`` last."""
     print(
         f"stitching zoo: training {source.name} seed {source.seed} ({source.train}) -> {final}",
         file=sys.stderr,
     )
-    try:
-        with _quiet():
-            cli = _cli([*args, f"--trainer.default_root_dir={tmp}"], instantiate=True)
-            start = time.perf_counter()
-            cli.trainer.fit(cli.model, cli.datamodule)
-            seconds = time.perf_counter() - start
-            val = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
-            test = cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]
-        cli.trainer.save_checkpoint(tmp / "model.ckpt", weights_only=True)
-        metrics = {
-            "name": source.name,
-            "seed": source.seed,
-            "train_config": source.train,
-            **{k.replace("/", "_"): round(float(v), 6) for k, v in {**val, **test}.items()},
-            "train_seconds": round(seconds, 2),
-            "epochs": cli.trainer.current_epoch,
-            "num_params": sum(p.numel() for p in cli.model.parameters()),
-            "num_threads": torch.get_num_threads(),
-            "versions": versions(),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        (tmp / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{final.name}-", dir=final.parent) as scratch, _quiet():
+        cli = _cli([*args, f"--trainer.default_root_dir={scratch}"], instantiate=True)
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, cli.datamodule)
+        seconds = time.perf_counter() - start
+        val = cli.trainer.validate(cli.model, cli.datamodule, verbose=False)[0]
+        test = cli.trainer.test(cli.model, cli.datamodule, verbose=False)[0]
+    metrics = {
+        "name": source.name,
+        "seed": source.seed,
+        "train_config": source.train,
+        **{k.replace("/", "_"): round(float(v), 6) for k, v in {**val, **test}.items()},
+        "train_seconds": round(seconds, 2),
+        "epochs": cli.trainer.current_epoch,
+        "num_params": num_parameters(cli.model),
+        "num_threads": torch.get_num_threads(),
+        "versions": versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_path(final / "model.ckpt") as tmp:
+        cli.trainer.save_checkpoint(tmp, weights_only=True)
+    atomic_write(final / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    atomic_write(final / "metrics.json", json.dumps(metrics, indent=2))  # marks the model as stored
 
 
 # How Lightning and torchmetrics detect a distributed run; a base model trained for one rank must not see it.
@@ -334,7 +326,7 @@ def _from_checkpoint(name: str, path: Path, num_classes: int | None, model_kwarg
     classes = saved or num_classes
     if classes is not None:
         kwargs["num_classes"] = classes
-    with torch.random.fork_rng():  # the initialisation is overwritten: keep the caller's random state
+    with isolate_rng():  # the initialisation is overwritten: keep the caller's random state
         return create_model(name, checkpoint_path=path, **kwargs)
 
 

@@ -280,10 +280,10 @@ CONSTRUCTION_ERRORS = {
     "rank zero": (dict(rank=0), ValueError, "rank must be >= 1"),
     "rank float": (dict(rank=2.0), TypeError, "rank must be an int"),
     "unknown norm": (dict(norm="batchnorm"), ValueError, r"unknown norm 'batchnorm'.*choose from"),
-    "norm typo": (dict(norm="bn_psot"), ValueError, "did you mean 'bn_post'"),
-    "unknown init": (dict(init="lsq"), ValueError, "did you mean 'lstsq'"),
+    "norm typo": (dict(norm="bn_psot"), ValueError, "did you mean bn_post"),
+    "unknown init": (dict(init="lsq"), ValueError, "did you mean lstsq"),
     "unknown resample": (dict(resample="bicubic"), ValueError, "unknown resample"),
-    "option typo": (dict(nrom="bn"), TypeError, "did you mean 'norm'"),
+    "option typo": (dict(nrom="bn"), TypeError, "did you mean norm\\?"),
     "lstsq without data": (dict(init="lstsq"), ValueError, "needs data="),
     "negative ridge": (dict(ridge=-1.0), ValueError, "ridge must be >= 0"),
 }

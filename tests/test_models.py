@@ -42,7 +42,7 @@ def test_any_timm_name_is_created():
 
 
 def test_unknown_name_lists_close_matches():
-    with pytest.raises(UnknownModelError, match="close matches: mini_resnet") as err:
+    with pytest.raises(UnknownModelError, match="did you mean mini_resnet") as err:
         create_model("mini_resnte")
     assert isinstance(err.value, ValueError)
     with pytest.raises(ValueError, match="resnet18"):

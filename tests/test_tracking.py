@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import wandb
+from wandb_offline import CorruptRunFile, offline_runs, read_offline_run, read_wandb_records
 
-from stitching.bench.grid import cell_id
+from stitching._utils import stable_hash
 from stitching.bench.leaderboard import leaderboard, records_to_frame
 from stitching.bench.plots import write_plots
 from stitching.bench.record import make_record
@@ -24,9 +25,6 @@ from stitching.tracking import (
     log_cell_record,
     log_cells_to_wandb,
     log_leaderboard_run,
-    offline_runs,
-    read_offline_run,
-    read_wandb_records,
     record_from_run,
     records_from_wandb,
     resolve_mode,
@@ -34,7 +32,6 @@ from stitching.tracking import (
     sweep_config,
     sweep_main,
 )
-from stitching.tracking.offline import CorruptRunFile
 
 SUITE = {"name": "toy", "version": "2"}
 
@@ -88,7 +85,7 @@ def synthetic_records(suite=SUITE, seed=0) -> list[dict]:
             "agreement": rng.uniform(0.5, 1.0),
             "linear_cka": rng.uniform(0.0, 1.0),
         }
-        cell = {"cell_id": cell_id(config), "suite": dict(suite), "config": config}
+        cell = {"cell_id": stable_hash(config, 12), "suite": dict(suite), "config": config}
         records.append(
             make_record(cell, metrics, {"train": rng.uniform(1, 3), "eval": 0.5}, adapter_params=1088)
         )

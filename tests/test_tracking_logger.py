@@ -10,8 +10,9 @@ import wandb
 from jsonargparse import Namespace
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from wandb_offline import offline_runs
 
-from stitching.tracking import StitchingWandbLogger, default_run_id, offline_runs, prepare_cli_logger
+from stitching.tracking import StitchingWandbLogger, default_run_id, prepare_cli_logger
 
 
 class TinyStitch(L.LightningModule):

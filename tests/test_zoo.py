@@ -79,7 +79,7 @@ def test_bad_sources_name_the_problem(tmp_path):
         ModelSource("test_resnet", pretrained=True, train="x.yaml")
     with pytest.raises(FileNotFoundError, match=r"not found; shipped: .*configs/train/mini_resnet\.yaml"):
         get_trained(ModelSource("mini_resnet", train="configs/train/nope.yaml"))
-    with pytest.raises(ValueError, match="close matches: test_resnet"):
+    with pytest.raises(ValueError, match="did you mean test_resnet"):
         load_model(ModelSource("test_resnt"))
     path = tmp_path / "w.pth"
     torch.save(load_model("test_resnet", num_classes=10).state_dict(), path)

@@ -1,4 +1,4 @@
-"""Read offline W&B runs back: the ``run-<id>.wandb`` record stream and the table JSON files.
+"""Test helper: read offline W&B runs back, the ``run-<id>.wandb`` record stream and the table JSON files.
 
 wandb 0.31 ships no Python reader for ``.wandb`` files (its writer lives in the Go core). The file is a
 LevelDB-style log: a 7-byte header (``:W&B``, magic 0xBEE1, version 0), then 32 KiB blocks of chunks,

@@ -43,17 +43,18 @@ their top-r principal directions), not a truncated SVD of the full solution.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stitching._utils import did_you_mean
 from stitching.adapters.config import AdapterConfig
 from stitching.adapters.layout import check_input, check_spec, resample, to_feature_map
 from stitching.adapters.lstsq import RidgeRegression
 from stitching.cuts._spec import ActivationSpec
+from stitching.nn import num_trainable_parameters
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -88,7 +89,7 @@ class Adapter(nn.Module):
     @property
     def num_parameters(self) -> int:
         """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return num_trainable_parameters(self)
 
     def extra_repr(self) -> str:
         return f"source={self.source}, target={self.target}, map_prefix={self.map_prefix}"
@@ -338,9 +339,8 @@ def _override(config: AdapterConfig, overrides: dict) -> AdapterConfig:
     names = AdapterConfig.field_names()
     for key in overrides:
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise TypeError(f"unknown adapter option {key!r}{hint} (options: {', '.join(names)})")
+            hint = did_you_mean(key, names, n=1)
+            raise TypeError(f"unknown adapter option {key!r}; {hint}options: {', '.join(names)}")
     return dataclasses.replace(config, **overrides)
 
 

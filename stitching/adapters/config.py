@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, fields
+
+from stitching._utils import did_you_mean
 
 NORMS = ("none", "bn", "bn_pre", "bn_post")
 INITS = ("random", "identity", "lstsq")
@@ -14,9 +15,8 @@ def check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
     """Raise a ValueError naming close matches when ``value`` is not one of ``choices``."""
     if value in choices:
         return
-    close = difflib.get_close_matches(str(value), choices, n=3)
-    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-    raise ValueError(f"unknown {kind} {value!r}{hint} (choose from {', '.join(choices)})")
+    hint = did_you_mean(value, choices)
+    raise ValueError(f"unknown {kind} {value!r}; {hint}choose from {', '.join(choices)}")
 
 
 @dataclass(frozen=True)

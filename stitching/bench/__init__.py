@@ -1,0 +1,1 @@
+"""The benchmark: suites of stitching cells, their runner and results store, leaderboards and plots."""

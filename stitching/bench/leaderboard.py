@@ -8,6 +8,8 @@ from typing import Any
 
 import pandas as pd
 
+from stitching._utils import atomic_path, atomic_write
+from stitching.bench.columns import ID_COLUMNS
 from stitching.bench.store import ResultStore
 
 GROUP_COLUMNS = [
@@ -71,7 +73,7 @@ def _adapter_label(options: dict) -> str:
 def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     """Mean, standard deviation and count over seeds per (pair, cuts, adapter, init), ranked by penalty."""
     metrics = [m for m in HEADLINE if m in frame] + [
-        m for m in frame.columns if m not in HEADLINE and m not in _ID_COLUMNS and frame[m].dtype.kind == "f"
+        m for m in frame.columns if m not in HEADLINE and m not in ID_COLUMNS and frame[m].dtype.kind == "f"
     ]
     grouped = frame.groupby(GROUP_COLUMNS, dropna=False)[metrics]
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
@@ -80,17 +82,6 @@ def leaderboard(frame: pd.DataFrame) -> pd.DataFrame:
     table = table[ordered].reset_index().sort_values(["penalty_mean", "source", "target", "source_depth"])
     table.insert(0, "rank", range(1, len(table) + 1))
     return table.reset_index(drop=True)
-
-
-_ID_COLUMNS = {
-    "source_seed",
-    "target_seed",
-    "stitch_seed",
-    "adapter_params",
-    "seconds",
-    "source_depth",
-    "target_depth",
-}
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
@@ -136,10 +127,12 @@ def write_leaderboard(results_dir: str | Path, plots: bool = True) -> dict[str, 
         "leaderboard_csv": results_dir / "leaderboard.csv",
         "leaderboard_md": results_dir / "leaderboard.md",
     }
-    frame.sort_values(["source", "target", "source_depth", "cell_id"]).to_csv(paths["cells"], index=False)
-    table.to_csv(paths["leaderboard_csv"], index=False)
+    with atomic_path(paths["cells"]) as tmp:
+        frame.sort_values(["source", "target", "source_depth", "cell_id"]).to_csv(tmp, index=False)
+    with atomic_path(paths["leaderboard_csv"]) as tmp:
+        table.to_csv(tmp, index=False)
     suite = frame["suite"].iloc[0]
-    paths["leaderboard_md"].write_text(to_markdown(table, f"Leaderboard: {suite}"))
+    atomic_write(paths["leaderboard_md"], to_markdown(table, f"Leaderboard: {suite}"))
     if plots:
         from stitching.bench.plots import write_plots
 

@@ -13,29 +13,12 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-NON_ALIGNMENT = {
-    "target_acc",
-    "source_acc",
-    "lstsq_acc",
-    "init_acc",
-    "stitched_acc",
-    "stitched_val_acc",
-    "agreement",
-    "penalty",
-    "control_init_acc",
-    "control_acc",
-    "control_penalty",
-    "seconds",
-    "source_depth",
-    "target_depth",
-    "adapter_params",
-    "source_seed",
-    "target_seed",
-    "stitch_seed",
-}
+from stitching._utils import atomic_path
+from stitching.bench.columns import NOT_ALIGNMENT
 
 
 def write_plots(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Every figure of the cell table ``frame`` under ``out_dir``: name -> path."""
     out_dir = Path(out_dir)
     paths = {"penalty_vs_depth": penalty_vs_depth(frame, out_dir / "penalty_vs_depth.png")}
     heatmaps = cut_heatmaps(frame, out_dir / "heatmaps")
@@ -44,6 +27,14 @@ def write_plots(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     if alignment is not None:
         paths["alignment_vs_stitching"] = alignment
     return paths
+
+
+def _save(fig, path: Path) -> Path:
+    """Write ``fig`` as a PNG atomically (a reader never sees half an image) and close it."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
 
 
 def _grid(n: int, size: float = 3.0):
@@ -89,18 +80,16 @@ def penalty_vs_depth(frame: pd.DataFrame, path: Path) -> Path:
                     markersize=4,
                 )
         ax.axhline(0, color="grey", lw=0.5)
-        ax.set_title(f"{src} → {tgt}" + ("" if kind == "cross_arch" else f" ({kind.replace('_', ' ')})"),
-                     fontsize=9)
+        ax.set_title(
+            f"{src} → {tgt}" + ("" if kind == "cross_arch" else f" ({kind.replace('_', ' ')})"), fontsize=9
+        )
         ax.set_xlabel("relative depth of source cut")
         ax.set_xlim(-0.05, 1.05)
     axes[0].set_ylabel("penalty (points)")
     axes[0].legend(fontsize=7)
     fig.suptitle("Stitching penalty by depth (lower is better)")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def cut_heatmaps(frame: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
@@ -126,15 +115,13 @@ def cut_heatmaps(frame: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
         ax.set_ylabel(f"source cut ({src})")
         fig.colorbar(image, ax=ax, label="stitched acc (%)")
         fig.tight_layout()
-        path = out_dir / f"{src}__{tgt}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths[f"{src}__{tgt}"] = path
+        paths[f"{src}__{tgt}"] = _save(fig, out_dir / f"{src}__{tgt}.png")
     return paths
 
 
 def alignment_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in NON_ALIGNMENT and frame[c].dtype.kind == "f"]
+    """The float columns of ``frame`` that are alignment metrics."""
+    return [c for c in frame.columns if c not in NOT_ALIGNMENT and frame[c].dtype.kind == "f"]
 
 
 def alignment_vs_stitching(frame: pd.DataFrame, path: Path) -> Path | None:
@@ -155,6 +142,4 @@ def alignment_vs_stitching(frame: pd.DataFrame, path: Path) -> Path | None:
     axes[0].legend(fontsize=7)
     fig.suptitle("Does alignment predict stitchability? (Spearman ρ over cells)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

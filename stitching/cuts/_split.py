@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 from torch import nn
 
+from stitching._utils import did_you_mean
 from stitching.cuts._registry import Stage, find_splitter, list_families
 from stitching.cuts._spec import ActivationSpec, CutPoint
 from stitching.cuts._stages import Segment
@@ -97,9 +96,8 @@ def _pick(names: list[str], depths: list[float], cut: str | float | CutPoint) ->
     if isinstance(cut, str):
         if cut in names:
             return names.index(cut)
-        close = difflib.get_close_matches(cut, names, n=5, cutoff=0.5)
-        rest = [n for n in names if n not in close]
-        raise ValueError(f"unknown cut {cut!r}; valid cuts: {', '.join(close + rest)}")
+        hint = did_you_mean(cut, names, n=5, cutoff=0.5)
+        raise ValueError(f"unknown cut {cut!r}; {hint}valid cuts: {', '.join(names)}")
     if isinstance(cut, (int, float)) and not isinstance(cut, bool) and 0.0 <= cut <= 1.0:
         return min(range(len(depths)), key=lambda i: abs(depths[i] - cut))
     raise ValueError(f"cut must be a cut name, a depth in [0, 1] or a CutPoint, got {cut!r}; cuts: {names}")

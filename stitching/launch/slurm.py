@@ -24,6 +24,8 @@ from typing import Any
 import submitit
 from tqdm.auto import tqdm
 
+from stitching._utils import atomic_write
+
 from .base import CellBatch, Executor, RunReport, report_from_outcomes
 from .options import SlurmOptions
 
@@ -96,10 +98,7 @@ class JobLedger:
         return json.loads(self.path.read_text())["jobs"]
 
     def write(self, jobs: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"jobs": jobs}, indent=1))
-        os.replace(tmp, self.path)  # atomic: a reader never sees half a file
+        atomic_write(self.path, json.dumps({"jobs": jobs}, indent=1))  # a reader never sees half a file
 
     def active(self) -> list[dict[str, Any]]:
         """Recorded jobs still queued or running (unknown if squeue fails: then all count as active)."""

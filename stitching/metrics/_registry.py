@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import Tensor
 
+from stitching._utils import did_you_mean
 from stitching.metrics import functional as F
 
 
@@ -70,7 +70,6 @@ def list_metrics() -> list[str]:
 def get_metric(name: str) -> MetricInfo:
     """Look a metric up by name; unknown names fail with the closest matches."""
     if name not in _METRICS:
-        close = difflib.get_close_matches(name, _METRICS, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(map(repr, close))}? " if close else ""
+        hint = did_you_mean(name, _METRICS, cutoff=0.5)
         raise ValueError(f"unknown metric {name!r}; {hint}available: {', '.join(list_metrics())}")
     return _METRICS[name]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 
 import timm
 from torch import nn
 
+from stitching._utils import did_you_mean
 from stitching.models._checkpoint import load_checkpoint
 
 # Names timm resolves without the registry (weights and config from a hub or a folder).
@@ -42,9 +42,8 @@ def create_model(
         **kwargs: passed to ``timm.create_model`` (``num_classes``, ``drop_rate``, ...).
     """
     if not name.startswith(_EXTERNAL_PREFIXES) and not timm.is_model(name):
-        close = difflib.get_close_matches(name, list_models(), n=5, cutoff=0.6)
-        hint = f"; close matches: {', '.join(close)}" if close else "; see stitching.list_models('*pattern*')"
-        raise UnknownModelError(f"unknown model {name!r}{hint}")
+        hint = did_you_mean(name, list_models(), n=5) or "see stitching.list_models('*pattern*')"
+        raise UnknownModelError(f"unknown model {name!r}; {hint.strip()}")
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path, model_name=name, drop_head=drop_head)

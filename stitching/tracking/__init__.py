@@ -1,5 +1,6 @@
 """W&B tracking: a logger for ``stitching fit``, per-cell runs logged from the results store, the leaderboard
-from W&B runs, sweep configs and a reader for offline runs. W&B is never the only copy of a result."""
+from W&B runs and sweep configs. W&B is never the only copy of a result (the tests read offline runs back
+with ``tests/wandb_offline.py``)."""
 
 from stitching.tracking._mode import has_api_key, resolve_mode, stable_run_id
 from stitching.tracking.cells import (
@@ -10,7 +11,6 @@ from stitching.tracking.cells import (
     record_to_run,
     suite_group,
 )
-from stitching.tracking.offline import OfflineRun, offline_runs, read_offline_run, read_wandb_records
 from stitching.tracking.public import (
     leaderboard_from_wandb,
     leaderboard_wandb_main,
@@ -32,7 +32,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "OfflineRun",
     "StitchingWandbLogger",
     "cell_run_id",
     "default_run_id",
@@ -42,10 +41,7 @@ __all__ = [
     "log_cell_record",
     "log_cells_to_wandb",
     "log_leaderboard_run",
-    "offline_runs",
     "prepare_cli_logger",
-    "read_offline_run",
-    "read_wandb_records",
     "record_from_run",
     "record_to_run",
     "records_from_wandb",

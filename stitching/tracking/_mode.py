@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
 from typing import Any
+
+from stitching._utils import stable_hash
 
 MODES = ("online", "offline", "disabled", "shared")
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -62,7 +62,7 @@ def resolve_mode(mode: str | None = None) -> str:
 
 def stable_run_id(*parts: Any, prefix: str = "") -> str:
     """A W&B run id derived from ``parts`` (hashed as canonical JSON): the same inputs name the same run."""
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = stable_hash(parts, length=16)
     return f"{slug(prefix)}-{digest}" if prefix else digest
 
 

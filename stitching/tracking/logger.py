@@ -10,6 +10,7 @@ from typing import Any
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from stitching.nn import num_parameters, num_trainable_parameters
 from stitching.tracking._mode import project_name, resolve_mode, stable_run_id
 
 
@@ -76,10 +77,9 @@ class StitchingWandbLogger(WandbLogger):
     @rank_zero_only
     def log_graph(self, model: Any, input_array: Any = None) -> None:
         """Called by the trainer with the LightningModule: record its parameter counts in the summary."""
-        params = list(model.parameters())
         counts = {
-            "params/total": sum(p.numel() for p in params),
-            "params/trainable": sum(p.numel() for p in params if p.requires_grad),
+            "params/total": num_parameters(model),
+            "params/trainable": num_trainable_parameters(model),
         }
         adapter = getattr(model, "adapter_parameters", None)
         if adapter is not None:

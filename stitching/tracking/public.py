@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from stitching._utils import atomic_path
 from stitching.tracking.cells import RECORD_FIELDS
 
 
@@ -91,7 +92,8 @@ def leaderboard_wandb_main(argv: list[str]) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.out:
-        table.to_csv(args.out, index=False)
+        with atomic_path(args.out) as tmp:
+            table.to_csv(tmp, index=False)
     print(to_markdown(table, f"Leaderboard: {args.wandb}" + (f" ({args.group})" if args.group else "")))
     return 0
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from stitching._utils import atomic_write
+
 PARAMETER = "cell"
 
 
@@ -57,7 +59,7 @@ def sweep_main(argv: list[str]) -> int:
         return 2
     text = yaml.safe_dump(config, sort_keys=False)
     if args.out:
-        Path(args.out).write_text(text)
+        atomic_write(args.out, text)
         print(
             f"{len(cells)} cells -> {args.out}; run `wandb sweep {args.out}`, then `wandb agent <SWEEP_ID>`"
         )

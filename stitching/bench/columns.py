@@ -1,0 +1,31 @@
+"""The columns of a cell, declared once: the cell metrics that are not alignment metrics, with their
+directions, and the numeric columns that describe a cell rather than score it.
+
+Records (:mod:`stitching.bench.record`), leaderboards and plots read these; every other float column of the
+cell table is an alignment metric (from :mod:`stitching.metrics`, which declares its own direction).
+"""
+
+from __future__ import annotations
+
+CELL_METRICS: dict[str, bool] = {
+    "target_acc": True,
+    "source_acc": True,
+    "lstsq_acc": True,
+    "init_acc": True,
+    "stitched_acc": True,
+    "stitched_val_acc": True,
+    "agreement": True,
+    "penalty": False,
+    "control_init_acc": True,
+    "control_acc": True,
+    "control_penalty": False,
+}
+"""Accuracy-type metrics of a cell -> whether higher is better."""
+
+ID_COLUMNS: frozenset[str] = frozenset(
+    {"source_seed", "target_seed", "stitch_seed", "adapter_params", "seconds", "source_depth", "target_depth"}
+)
+"""Numeric columns of the cell table that identify or describe a cell: never averaged as metrics."""
+
+NOT_ALIGNMENT: frozenset[str] = frozenset(CELL_METRICS) | ID_COLUMNS
+"""Numeric cell-table columns that are not alignment metrics."""
