@@ -124,24 +124,33 @@ def load_model_with_info(source: ModelSource | str, num_classes: int | None = No
     return model.eval(), info
 
 
-def get_trained(source: ModelSource) -> TrainedModel:
-    """Train ``source`` with its ``train`` config on first use; afterwards return the stored result."""
+def _store_entry(source: ModelSource) -> tuple[Path, list[str], dict]:
+    """Where ``source`` lives in the store, with its training arguments and resolved config."""
     if not source.train:
         raise ValueError(f"ModelSource {source.name!r} has no train config")
     args = _training_args(source)
     config = _resolved_config(args)
-    key = store_key(config)
-    final = cache_dir() / key
+    return cache_dir() / store_key(config), args, config
+
+
+def is_stored(source: ModelSource) -> bool:
+    """Whether the store holds ``source`` trained (only sources with a ``train`` config are ever stored)."""
+    return bool(source.train) and (_store_entry(source)[0] / "metrics.json").is_file()
+
+
+def get_trained(source: ModelSource) -> TrainedModel:
+    """Train ``source`` with its ``train`` config on first use; afterwards return the stored result."""
+    final, args, config = _store_entry(source)
     if not (final / "metrics.json").is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(final) + ".lock"):
             if not (final / "metrics.json").is_file():  # another process may have finished meanwhile
-                if torch.distributed.is_available() and torch.distributed.is_initialized():
+                if _in_distributed_run():
                     _train_in_fresh_process(final, args, config, source)
                 else:
                     _train_into(final, args, config, source)
     metrics = json.loads((final / "metrics.json").read_text())
-    return TrainedModel(final / "model.ckpt", metrics, key)
+    return TrainedModel(final / "model.ckpt", metrics, final.name)
 
 
 def store_key(config: dict) -> str:
@@ -280,6 +289,12 @@ def _train_into(final: Path, args: list[str], config: dict, source: ModelSource)
 # How Lightning and torchmetrics detect a distributed run; a base model trained for one rank must not see it.
 _DISTRIBUTED_ENV = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "GROUP_RANK", "NODE_RANK",
                     "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")  # fmt: skip
+
+
+def _in_distributed_run() -> bool:
+    """Whether this process is a rank of a DDP group, formed or about to be (its launcher's variables)."""
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    return initialized or any(name in os.environ for name in ("LOCAL_RANK", "WORLD_SIZE"))
 
 
 def _train_in_fresh_process(final: Path, args: list[str], config: dict, source: ModelSource) -> None:

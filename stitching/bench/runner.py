@@ -1,4 +1,11 @@
-"""Run a suite: expand it, skip finished cells, hand the rest to an executor, report progress."""
+"""Run a suite: expand it, skip finished cells, train the base models they need, hand the cells to an
+executor, report progress.
+
+Progress comes in two bars with honest ETAs: ``base models`` (one tick per model the store still has to
+train) and then ``cells``, whose time per cell no longer includes base-model training. With the SLURM
+executor the base models are left to the jobs (the submitting host may have no accelerator): the first job
+that needs a model trains it under the store's file lock and the others wait for it, as before.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ from stitching.bench.grid import expand_suite
 from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import Suite, load_suite
+from stitching.zoo import ModelSource, get_trained, is_stored
 
 DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "digits.yaml"
 
@@ -29,6 +37,42 @@ def group_key(cell: dict[str, Any]) -> str:
 def pending_cells(cells: list[dict], store: ResultStore) -> list[dict]:
     done = store.finished_ids()
     return [c for c in cells if c["cell_id"] not in done]
+
+
+def _base_source(base: Any) -> ModelSource:
+    """The store's ``ModelSource`` of a cell's source or target (a ``BaseModel`` or its dict form)."""
+    if hasattr(base, "source"):
+        return base.source()
+    return ModelSource(
+        base["name"], base.get("pretrained", False), base.get("checkpoint"), base.get("train"), base["seed"]
+    )
+
+
+def base_models_to_train(cells: list[Any]) -> list[ModelSource]:
+    """The distinct base models of ``cells`` that have a ``train`` config and are not in the store yet, in
+    the order the cells first need them."""
+    found: dict[tuple, ModelSource] = {}
+    for cell in cells:
+        config = cell["config"] if isinstance(cell, dict) else cell.config
+        for side in ("source", "target"):
+            source = _base_source(config[side] if isinstance(config, dict) else getattr(config, side))
+            if source.train:
+                found.setdefault((source.name, source.seed, source.train), source)
+    return [s for s in found.values() if not is_stored(s)]
+
+
+def train_base_models(cells: list[Any], progress: bool = True) -> list[ModelSource]:
+    """Train, one after another in this process, the base models ``cells`` need that the store lacks, under
+    a ``base models`` bar (one tick per model); returns those it trained."""
+    from tqdm.auto import tqdm
+
+    missing = base_models_to_train(cells)
+    if missing:
+        with tqdm(missing, desc="base models", unit="model", smoothing=0, disable=not progress) as bar:
+            for source in bar:
+                bar.set_postfix_str(f"{source.name} seed {source.seed}")
+                get_trained(source)
+    return missing
 
 
 def run_suite(
@@ -61,6 +105,8 @@ def run_suite(
         f"{len(todo)} to run -> {out_dir}"
     )
     report = None
+    if todo and getattr(executor, "name", None) != "slurm":
+        train_base_models(todo, progress=getattr(executor, "progress", True))
     if todo:
         fn = functools.partial(run_cell, store_dir=str(out_dir), runtime=runtime)
         report = executor.run(todo, fn, wait=wait, group_key=group_key, workdir=out_dir)

@@ -18,6 +18,8 @@ from submitit.helpers import Checkpointable
 
 CellFn = Callable[[dict], Any]
 GroupKey = Callable[[dict], str]
+OnCell = Callable[[str, bool], None]
+"""Told ``(cell_id, ok)`` after each cell of a batch, for progress bars that tick per cell."""
 
 
 def cell_id(cell: dict) -> str:
@@ -68,10 +70,11 @@ class CellBatch(Checkpointable):
     before an external requeue are skipped by ``fn`` itself because their records exist.
     """
 
-    def __init__(self, fn: CellFn, cells: Sequence[dict]) -> None:
+    def __init__(self, fn: CellFn, cells: Sequence[dict], on_cell: OnCell | None = None) -> None:
         self.fn = fn
         self.cells = list(cells)
         self.outcomes: dict[str, tuple[bool, Any]] = {}
+        self.on_cell = on_cell
 
     @property
     def cell_ids(self) -> list[str]:
@@ -87,6 +90,8 @@ class CellBatch(Checkpointable):
                 self.outcomes[cid] = (True, self.fn(cell))
             except Exception:  # one cell's failure must not lose the others
                 self.outcomes[cid] = (False, traceback.format_exc())
+            if self.on_cell is not None:
+                self.on_cell(cid, self.outcomes[cid][0])
         return dict(self.outcomes)
 
 

@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import submitit
-from tqdm.auto import tqdm
 
 from stitching._utils import atomic_write
 
 from .base import CellBatch, Executor, RunReport, report_from_outcomes
+from .local import cells_bar
 from .options import SlurmOptions
 
 JOBS_FILE = "slurm_jobs.json"
@@ -163,7 +163,7 @@ class SlurmExecutor(Executor):
         """Poll until every job has a result or has left the queue without one."""
         outcomes: dict[str, tuple[bool, Any]] = {}
         remaining = list(jobs)
-        with tqdm(total=total, desc="cells (slurm)", unit="cell", disable=not self.progress) as bar:
+        with cells_bar(total, "cells (slurm)", self.progress) as bar:  # ticks as each job's cells finish
             while remaining:
                 finished = [(j, c) for j, c in remaining if j.paths.result_pickle.exists()]
                 states = squeue_states([j.job_id for j, _ in remaining])
