@@ -5,18 +5,18 @@ takes half of every batch and the averaged gradient is the whole batch's); with 
 normalises its own half (torch has no SyncBatchNorm on CPU), so only the run itself is checked.
 """
 
-import argparse
 import os
 import subprocess
 import sys
 
+import jsonargparse
 import pytest
 from test_bench_run import ROOT, write_suite
 
 from stitching.bench.runtime import Runtime, add_runtime_arguments, runtime_from_args
 from stitching.bench.store import ResultStore
-from stitching.core.speed import Speed
 from stitching.cli import main
+from stitching.core.speed import Speed
 from stitching.launch import add_executor_arguments, executor_from_args
 
 SMALL_TRAIN = str(ROOT / "tests" / "data" / "train_small.yaml")
@@ -99,7 +99,7 @@ def test_local_executor_refuses_ddp_with_the_fix(tmp_path, capsys):
 
 
 def executor_args(*argv):
-    parser = argparse.ArgumentParser()
+    parser = jsonargparse.ArgumentParser()
     add_executor_arguments(parser)
     return parser.parse_args(["--executor", "slurm", *argv])
 
@@ -115,10 +115,10 @@ def test_slurm_jobs_get_one_task_and_one_gpu_per_device():
 
 
 def test_devices_and_speed_switches_from_the_command_line():
-    parser = argparse.ArgumentParser()
+    parser = jsonargparse.ArgumentParser()
     add_runtime_arguments(parser)
     args = ["--trainer.devices", "2", "--speed.precision", "bf16", "--speed.compile", "on",
-            "--speed.channels_last", "off", "--speed.fuse", "auto"]  # fmt: skip
+            "--speed.channels_last", "off", "--speed.fuse", "null"]  # fmt: skip
     runtime = runtime_from_args(parser.parse_args(args))
     assert runtime.devices == 2 and runtime.accelerator == "auto"
     assert runtime.speed == Speed(precision="bf16", compile=True, channels_last=False, fuse=None)

@@ -4,18 +4,23 @@ and the straightforward harness vs training on cached activations. Correctness o
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
 from stitching.adapters import create_adapter
-from stitching.bench.straightforward import train_straightforward
-from stitching.core.optim import Recipe
-from stitching.bench.train import Speed, predict, train_adapter, train_adapters
+from stitching.core import Recipe, Speed
+from stitching.core.evaluate import predict
+from stitching.core.training import TrainOptions, train_adapter, train_adapters
 from stitching.cuts import ActivationSpec, split_model
 from stitching.models import create_model
 from stitching.nn import freeze
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from straightforward import train_straightforward
 
 
 def _models(seed: int = 0):
@@ -61,15 +66,14 @@ def test_train_adapters_equals_separate_passes(problem):
     speed = Speed(channels_last=False)
     alone = [_adapter(xs, 0), _adapter(xs, 1)]
     logs_alone = [
-        train_adapter(a, back, x, labels, r, seed=3, val=(x, labels), speed=speed)
+        train_adapter(a, back, x, labels, r, TrainOptions(seed=3, val=(x, labels), speed=speed))
         for a, x, r in zip(alone, (xs, other), recipes, strict=True)
     ]
     fused = [_adapter(xs, 0), _adapter(xs, 1)]
-    logs_fused = train_adapters(
-        fused, back, [xs, other], labels, recipes, seed=3, val=([xs, other], labels), speed=speed
-    )
-    for a, b, la, lb in zip(alone, fused, logs_alone, logs_fused, strict=True):
-        assert not torch.equal(_params(a), _params(_adapter(xs, 0)))  # it trained
+    options = TrainOptions(seed=3, val=([xs, other], labels), speed=speed)
+    logs_fused = train_adapters(fused, back, [xs, other], labels, recipes, options)
+    for seed, (a, b, la, lb) in enumerate(zip(alone, fused, logs_alone, logs_fused, strict=True)):
+        assert not torch.equal(_params(a), _params(_adapter(xs, seed)))  # it moved from its own start
         torch.testing.assert_close(_params(b), _params(a), rtol=1e-4, atol=1e-5)
         assert lb.steps == la.steps == 2 * 2
         assert [e["val_acc"] for e in lb.epochs] == [e["val_acc"] for e in la.epochs]
@@ -79,7 +83,7 @@ def test_train_adapters_equals_separate_passes(problem):
 def test_train_adapters_rejects_mismatched_inputs_and_recipes(problem):
     *_, back, _, labels, xs = problem
     with pytest.raises(ValueError, match="one per adapter"):
-        train_adapters([_adapter(xs, 0)], back, [xs, xs], labels, Recipe(epochs=1), seed=0)
+        train_adapters([_adapter(xs, 0)], back, [xs, xs], labels, Recipe(epochs=1))
     with pytest.raises(ValueError, match="share epochs and batch_size"):
         train_adapters(
             [_adapter(xs, 0), _adapter(xs, 1)],
@@ -87,16 +91,15 @@ def test_train_adapters_rejects_mismatched_inputs_and_recipes(problem):
             [xs, xs],
             labels,
             [Recipe(epochs=1), Recipe(epochs=2)],
-            seed=0,
         )
 
 
-def test_fused_checkpoint_resumes_every_adapter(problem, tmp_path):
+def test_fused_checkpoint_resumes_every_adapter(problem, tmp_path, monkeypatch):
     *_, back, _, labels, xs = problem
     recipe = Recipe(epochs=3, batch_size=8, lr=1e-2)
     inputs = [xs, xs.flip(0)]
     straight = [_adapter(xs, 0), _adapter(xs, 1)]
-    train_adapters(straight, back, inputs, labels, recipe, seed=1)
+    train_adapters(straight, back, inputs, labels, recipe, TrainOptions(seed=1))
 
     class Stop(Exception):
         pass
@@ -109,22 +112,18 @@ def test_fused_checkpoint_resumes_every_adapter(problem, tmp_path):
             raise Stop
         return original(self, *a, **k)
 
-    ckpt = tmp_path / "adapters.pt"
-    torch.optim.AdamW.step = step
-    try:
+    ckpt = TrainOptions(seed=1, checkpoint=tmp_path / "adapters.pt")
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", step)
         with pytest.raises(Stop):
-            train_adapters(
-                [_adapter(xs, 0), _adapter(xs, 1)], back, inputs, labels, recipe, seed=1, checkpoint=ckpt
-            )
-    finally:
-        torch.optim.AdamW.step = original
+            train_adapters([_adapter(xs, 0), _adapter(xs, 1)], back, inputs, labels, recipe, ckpt)
     resumed = [_adapter(xs, 5), _adapter(xs, 6)]  # other inits: everything must come from the checkpoint
-    logs = train_adapters(resumed, back, inputs, labels, recipe, seed=1, checkpoint=ckpt)
+    logs = train_adapters(resumed, back, inputs, labels, recipe, ckpt)
     assert all(log.resumed_from_epoch == 2 and len(log.epochs) == 3 for log in logs)
     for a, b in zip(straight, resumed, strict=True):
         torch.testing.assert_close(_params(b), _params(a))
     with pytest.raises(ValueError, match="holds 2 adapters"):
-        train_adapters([_adapter(xs, 0)], back, [xs], labels, recipe, seed=1, checkpoint=ckpt)
+        train_adapters([_adapter(xs, 0)], back, [xs], labels, recipe, ckpt)
 
 
 @pytest.mark.parametrize("switch", ["channels_last", "bf16"])
@@ -154,7 +153,7 @@ def test_channels_last_training_matches_contiguous(problem):
     runs = []
     for channels_last in (False, True):
         a = _adapter(xs, 0)
-        train_adapter(a, back, xs, labels, recipe, seed=0, speed=Speed(channels_last=channels_last))
+        train_adapter(a, back, xs, labels, recipe, TrainOptions(speed=Speed(channels_last=channels_last)))
         runs.append(_params(a))
     back.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(runs[1], runs[0], rtol=1e-3, atol=1e-4)
@@ -165,7 +164,7 @@ def test_bf16_training_runs_and_moves_the_adapter(problem):
     a = _adapter(xs, 0)
     before = _params(a)
     log = train_adapter(
-        a, back, xs, labels, Recipe(epochs=1, batch_size=8), seed=0, speed=Speed(precision="bf16")
+        a, back, xs, labels, Recipe(epochs=1, batch_size=8), TrainOptions(speed=Speed(precision="bf16"))
     )
     back.to(memory_format=torch.contiguous_format)
     assert log.steps == 2 and torch.isfinite(_params(a)).all() and not torch.equal(_params(a), before)
@@ -176,9 +175,8 @@ def test_straightforward_harness_computes_what_the_cached_path_computes(problem,
     source, target, back, images, labels, xs = problem
     recipe = Recipe(epochs=2, batch_size=8, lr=1e-2)
     ours = _adapter(xs, 0)
-    log = train_adapter(
-        ours, back, xs, labels, recipe, seed=2, val=(xs, labels), speed=Speed(channels_last=False)
-    )
+    options = TrainOptions(seed=2, val=(xs, labels), speed=Speed(channels_last=False))
+    log = train_adapter(ours, back, xs, labels, recipe, options)
     naive = _adapter(xs, 0)
     flags = [p.requires_grad for p in target.parameters()]
     hlog = train_straightforward(
@@ -200,6 +198,6 @@ def test_compiled_back_matches_eager(problem):
         a = _adapter(xs, 0)
         recipe = Recipe(epochs=1, batch_size=8, optimizer="sgd")
         speed = Speed(compile=compile_, channels_last=False)
-        train_adapter(a, copy.deepcopy(back), xs, labels, recipe, seed=0, speed=speed)
+        train_adapter(a, copy.deepcopy(back), xs, labels, recipe, TrainOptions(speed=speed))
         runs.append(_params(a))
     torch.testing.assert_close(runs[1], runs[0], rtol=1e-3, atol=1e-4)

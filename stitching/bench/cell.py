@@ -2,24 +2,35 @@
 
 ``run_cell(cell, store_dir)`` is the only function executors call. It skips a cell whose record exists,
 checkpoints adapter training so a preempted job resumes, and writes one self-describing record atomically.
+The cell runs as named steps, in order: data and models, baselines, least squares, training, controls,
+alignment; the adapter, its initialisation, training and scoring come from :mod:`stitching.core`, the same
+code ``stitching fit`` runs.
 """
 
 from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from stitching.bench.cell_config import Cell, CellConfig
 from stitching.bench.context import CellContext
 from stitching.bench.record import make_record
 from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
-from stitching.core.optim import Recipe
-from stitching.bench.train import accuracy, predict, train_adapter, train_adapters
+from stitching.core.activations import ACTIVATION_BATCH_SIZE, activation_spec, paired_batches
+from stitching.core.adapters import build_adapter
+from stitching.core.evaluate import accuracy, predict
+from stitching.core.training import TrainOptions, train_adapters
+from stitching.cuts import ActivationSpec, get_cut, split_model
+from stitching.nn import num_trainable_parameters
 
+SPLITS = ("train", "val", "test")
 _CONTEXTS: dict[str, CellContext] = {}
 
 
@@ -45,7 +56,7 @@ class _Timer:
 
 
 def run_cell(
-    cell: dict[str, Any],
+    cell: Cell,
     store_dir: str | Path,
     context: CellContext | None = None,
     runtime: Runtime | None = None,
@@ -57,195 +68,222 @@ def run_cell(
     """
     store = ResultStore(store_dir)
     ctx = context or default_context(runtime)
-    done = store.has(cell["cell_id"])
+    done = store.has(cell.cell_id)
     if ctx.fabric is not None:  # every rank must take the same branch: rank 0 decides
         done = ctx.fabric.broadcast(done)
     if done:
-        return store.read(cell["cell_id"])
-    work_dir = Path(store_dir) / "work" / cell["cell_id"]
-    timer = _Timer()
-    metrics, extra = _score_cell(cell["config"], ctx, timer, work_dir)
-    record = make_record(cell, metrics, timer.seconds, **extra)
+        return store.read(cell.cell_id)
+    work_dir = Path(store_dir) / "work" / cell.cell_id
+    run = _CellRun(cell.config, ctx, work_dir)
+    run.score()
+    record = make_record(
+        {"cell_id": cell.cell_id, "suite": asdict(cell.suite), "config": cell.config.to_dict()},
+        run.metrics,
+        run.timer.seconds,
+        **run.extra,
+    )
     ctx.barrier()  # every rank is past the cell's last collective before rank 0 removes its checkpoints
     if not ctx.is_global_zero:
         return record
     store.write(record)
-    for leftover in work_dir.glob("*.pt"):
-        leftover.unlink()
-    for leftover_dir in (work_dir, work_dir.parent):  # checkpoints only matter until the record exists
-        if leftover_dir.is_dir() and not any(leftover_dir.iterdir()):
-            leftover_dir.rmdir()
+    _remove_checkpoints(work_dir)
     return record
 
 
-def _score_cell(config: dict, ctx: CellContext, timer: _Timer, work_dir: Path) -> tuple[dict, dict]:
-    from stitching.adapters import AdapterConfig, create_adapter
-    from stitching.cuts import get_cut, split_model
+def _remove_checkpoints(work_dir: Path) -> None:
+    """Checkpoints only matter until the record exists."""
+    for leftover in work_dir.glob("*.pt"):
+        leftover.unlink()
+    for leftover_dir in (work_dir, work_dir.parent):
+        if leftover_dir.is_dir() and not any(leftover_dir.iterdir()):
+            leftover_dir.rmdir()
 
-    dataset = config["dataset"]
-    recipe = Recipe(**config["recipe"])
-    with timer("data"), ctx.rank_zero_first():  # with DDP: rank 0 downloads, the others then read
-        datamodule = ctx.datamodule(dataset)
-        num_classes = datamodule.num_classes
-        labels = {split: ctx.labels(dataset, split) for split in ("train", "val", "test")}
-    with timer("base_models"), ctx.rank_zero_first():  # rank 0 trains a missing base model, once
-        source, source_info = ctx.model(config["source"], num_classes)
-        target, target_info = ctx.model(config["target"], num_classes)
-    src_cut = get_cut(source, config["source_cut"])
-    tgt_cut = get_cut(target, config["target_cut"])
-    src_front, src_back = split_model(source, src_cut)
-    tgt_front, tgt_back = split_model(target, tgt_cut)
 
-    with timer("activations"):
-        src_id = {"model": config["source"], "cut": src_cut.name}
-        tgt_id = {"model": config["target"], "cut": tgt_cut.name}
-        xs = {s: ctx.front_activations(src_id, src_front, dataset, s) for s in ("train", "val", "test")}
-        yt = {s: ctx.front_activations(tgt_id, tgt_front, dataset, s) for s in ("train", "test")}
+@dataclass
+class _Side:
+    """One model of the cell, cut: its back, and its front's activations per split."""
 
-    m: dict[str, float] = {}
-    with timer("baselines"):
-        target_logits = predict(tgt_back, yt["test"], device=ctx.device, speed=ctx.speed)
-        m["target_acc"] = accuracy(target_logits, labels["test"])
-        m["source_acc"] = accuracy(
-            predict(src_back, xs["test"], device=ctx.device, speed=ctx.speed), labels["test"]
+    back: nn.Module
+    acts: dict[str, torch.Tensor]
+    spec: ActivationSpec
+    num_prefix_tokens: int
+    info: dict = field(default_factory=dict)
+
+
+class _CellRun:
+    """The steps of one cell; each fills ``metrics`` (and ``extra`` for the record)."""
+
+    def __init__(self, config: CellConfig, ctx: CellContext, work_dir: Path) -> None:
+        self.config, self.ctx, self.work_dir = config, ctx, work_dir
+        self.timer = _Timer()
+        self.metrics: dict[str, float] = {}
+        self.extra: dict[str, Any] = {}
+
+    def score(self) -> None:
+        self.load()
+        self.baselines()
+        self.least_squares()
+        self.train()
+        self.alignment()
+
+    def logits(self, head, inputs: torch.Tensor) -> torch.Tensor:
+        return predict(head, inputs, device=self.ctx.device, speed=self.ctx.speed)
+
+    def stitched_logits(self, adapter: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        back = self.target.back
+        return self.logits(lambda z: back(adapter(z)), inputs)
+
+    def options(self, val_inputs: list[torch.Tensor], checkpoint: str) -> TrainOptions:
+        return TrainOptions(
+            seed=self.config.stitch_seed,
+            val=(val_inputs, self.labels["val"]),
+            device=self.ctx.device,
+            checkpoint=self.work_dir / checkpoint,
+            speed=self.ctx.speed,
+            fabric=self.ctx.fabric,
         )
-        target_pred = target_logits.argmax(1)
 
-    src_spec = _spec(xs["test"], src_cut)
-    tgt_spec = _spec(yt["test"], tgt_cut)
-    adapter_config = AdapterConfig(**config["adapter"])
+    def load(self) -> None:
+        """Data and models: labels of every split, both models cut, their front activations (cached)."""
+        config, ctx = self.config, self.ctx
+        with self.timer("data"), ctx.rank_zero_first():  # with DDP: rank 0 downloads, the others then read
+            self.num_classes = ctx.datamodule(config.dataset).num_classes
+            self.labels = {split: ctx.labels(config.dataset, split) for split in SPLITS}
+        with self.timer("base_models"), ctx.rank_zero_first():  # rank 0 trains a missing base model, once
+            source, source_info = ctx.model(config.source, self.num_classes)
+            target, target_info = ctx.model(config.target, self.num_classes)
+        with self.timer("activations"):
+            self.source = self._side(source, config.source_cut, "source", SPLITS, source_info)
+            self.target = self._side(target, config.target_cut, "target", ("train", "test"), target_info)
 
-    def build(init: str, inputs: torch.Tensor, seed: int):
-        torch.manual_seed(seed)
-        data = _pairs(inputs, yt["train"], recipe.batch_size * 4) if init == "lstsq" else None
-        return create_adapter(src_spec, tgt_spec, adapter_config, init=init, data=data)
+    def _side(self, model, cut_name, role, splits, info) -> _Side:
+        cut = get_cut(model, cut_name)
+        front, back = split_model(model, cut)
+        identity = {"model": self.config.to_dict()[role], "cut": cut.name}
+        acts = {s: self.ctx.front_activations(identity, front, self.config.dataset, s) for s in splits}
+        self.cut_of = getattr(self, "cut_of", {})
+        self.cut_of[role] = cut
+        return _Side(back, acts, activation_spec(acts["test"], cut), cut.spec.num_prefix_tokens, info)
 
-    def stitched(adapter, inputs):
-        return predict(lambda z: tgt_back(adapter(z)), inputs, device=ctx.device, speed=ctx.speed)
+    def baselines(self) -> None:
+        """The target and the source alone on the test split."""
+        test = self.labels["test"]
+        with self.timer("baselines"):
+            target_logits = self.logits(self.target.back, self.target.acts["test"])
+            self.metrics["target_acc"] = accuracy(target_logits, test)
+            source_logits = self.logits(self.source.back, self.source.acts["test"])
+            self.metrics["source_acc"] = accuracy(source_logits, test)
+            self.target_pred = target_logits.argmax(1)
 
-    seed = config["stitch_seed"]
-    with timer("lstsq"):
-        lstsq = build("lstsq", xs["train"], seed).to(ctx.device).eval()
-        m["lstsq_acc"] = accuracy(stitched(lstsq, xs["test"]), labels["test"])
-    with timer("adapter_init"):
-        adapter = (
-            lstsq if config["init"] == "lstsq" else build(config["init"], xs["train"], seed).to(ctx.device)
+    def build(self, init: str, train_inputs: torch.Tensor) -> nn.Module:
+        """The cell's adapter from ``train_inputs`` (the source's, or a control's) to the target."""
+        config = self.config
+        data = paired_batches(train_inputs, self.target.acts["train"], ACTIVATION_BATCH_SIZE)
+        adapter = build_adapter(
+            self.source.spec, self.target.spec, config.adapter_config, init, config.stitch_seed, data
         )
-        m["init_acc"] = accuracy(stitched(adapter.eval(), xs["test"]), labels["test"])
-    control = "random_source" in config["controls"]
-    if control:
-        with timer("control"):
-            xr, control_adapter, m["control_init_acc"] = _random_source_control(
-                config, ctx, src_cut, labels, build, stitched, num_classes
-            )
-    # One pass through the back for the stitched adapter and the control when they can share it.
-    fused = control and ctx.speed.fused(ctx.device)
-    with timer("train"):
-        adapters, inputs, val_inputs = [adapter], [xs["train"]], [xs["val"]]
+        return adapter.to(self.ctx.device)
+
+    def least_squares(self) -> None:
+        """The training-free least-squares stitch, and the adapter training starts from."""
+        test_inputs = self.source.acts["test"]
+        with self.timer("lstsq"):
+            lstsq = self.build("lstsq", self.source.acts["train"]).eval()
+            lstsq_logits = self.stitched_logits(lstsq, test_inputs)
+            self.metrics["lstsq_acc"] = accuracy(lstsq_logits, self.labels["test"])
+        with self.timer("adapter_init"):
+            init = self.config.init
+            self.adapter = lstsq if init == "lstsq" else self.build(init, self.source.acts["train"])
+            init_logits = self.stitched_logits(self.adapter.eval(), test_inputs)
+            self.metrics["init_acc"] = accuracy(init_logits, self.labels["test"])
+
+    def train(self) -> None:
+        """Adapter training (with the random-source control in the same pass where ``Speed.fuse`` asks)."""
+        config, ctx, m = self.config, self.ctx, self.metrics
+        control = "random_source" in config.controls
+        if control:
+            with self.timer("control"):
+                self._prepare_control()
+        fused = control and ctx.speed.fused(ctx.device)
+        adapters, inputs, val_inputs = [self.adapter], [self.source.acts["train"]], [self.source.acts["val"]]
         if fused:
-            adapters, inputs, val_inputs = (
-                [adapter, control_adapter],
-                [*inputs, xr["train"]],
-                [*val_inputs, xr["val"]],
-            )
-        log, *_ = train_adapters(
-            adapters,
-            tgt_back,
-            inputs,
-            labels["train"],
-            recipe,
-            seed=seed,
-            val=(val_inputs, labels["val"]),
-            device=ctx.device,
-            checkpoint=work_dir / ("adapters.pt" if fused else "adapter.pt"),
-            speed=ctx.speed,
-            fabric=ctx.fabric,
-        )
-    with timer("eval"):
-        logits = stitched(adapter, xs["test"])
-        m["stitched_acc"] = accuracy(logits, labels["test"])
-        m["agreement"] = (logits.argmax(1) == target_pred).float().mean().item()
-        m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
-        m["penalty"] = m["target_acc"] - m["stitched_acc"]
-    if control:
-        with timer("control"):
-            if not fused:
-                train_adapter(
-                    control_adapter,
-                    tgt_back,
-                    xr["train"],
-                    labels["train"],
-                    recipe,
-                    seed=seed,
-                    val=(xr["val"], labels["val"]),
-                    device=ctx.device,
-                    checkpoint=work_dir / "control.pt",
-                    speed=ctx.speed,
-                    fabric=ctx.fabric,
-                )
-            m["control_acc"] = accuracy(stitched(control_adapter, xr["test"]), labels["test"])
+            adapters += [self.control_adapter]
+            inputs += [self.control_acts["train"]]
+            val_inputs += [self.control_acts["val"]]
+        checkpoint = "adapters.pt" if fused else "adapter.pt"
+        with self.timer("train"):
+            log, *_ = train_adapters(
+                adapters, self.target.back, inputs, self.labels["train"], config.recipe,
+                self.options(val_inputs, checkpoint),
+            )  # fmt: skip
+        with self.timer("eval"):
+            logits = self.stitched_logits(self.adapter, self.source.acts["test"])
+            m["stitched_acc"] = accuracy(logits, self.labels["test"])
+            m["agreement"] = (logits.argmax(1) == self.target_pred).float().mean().item()
+            m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
+            m["penalty"] = m["target_acc"] - m["stitched_acc"]
+        if control:
+            with self.timer("control"):
+                self._finish_control(trained=fused)
+        self.extra.update(self._describe(log, fused))
+
+    def _prepare_control(self) -> None:
+        """The random-source control: an untrained source of the same architecture, its activations, and
+        its adapter (initialised like the stitched one) with that adapter's accuracy before training."""
+        config, ctx = self.config, self.ctx
+        cut = self.cut_of["source"]
+        random_source = ctx.random_model(config.source.name, config.stitch_seed, self.num_classes)
+        front, _ = split_model(random_source, cut.name)
+        identity = {"random": config.source.name, "seed": config.stitch_seed, "cut": cut.name}
+        self.control_acts = {s: ctx.front_activations(identity, front, config.dataset, s) for s in SPLITS}
+        self.control_adapter = self.build(config.init, self.control_acts["train"])
+        init_logits = self.stitched_logits(self.control_adapter.eval(), self.control_acts["test"])
+        self.metrics["control_init_acc"] = accuracy(init_logits, self.labels["test"])
+
+    def _finish_control(self, trained: bool) -> None:
+        m = self.metrics
+        if not trained:
+            train_adapters(
+                [self.control_adapter], self.target.back, [self.control_acts["train"]], self.labels["train"],
+                self.config.recipe, self.options([self.control_acts["val"]], "control.pt"),
+            )  # fmt: skip
+        logits = self.stitched_logits(self.control_adapter, self.control_acts["test"])
+        m["control_acc"] = accuracy(logits, self.labels["test"])
         m["control_penalty"] = m["target_acc"] - m["control_acc"]
 
-    with timer("alignment"):
-        m.update(_alignment(config, xs["test"], yt["test"], src_cut, tgt_cut))
+    def _describe(self, log, fused: bool) -> dict[str, Any]:
+        return {
+            "adapter_params": num_trainable_parameters(self.adapter),
+            "training": {
+                "initial": log.initial,
+                "epochs": log.epochs,
+                "steps": log.steps,
+                "resumed_from_epoch": log.resumed_from_epoch,
+                "fused_control": fused,
+                "devices": log.devices,
+            },
+            "base_models": {"source": self.source.info, "target": self.target.info},
+            "specs": {"source": _spec_dict(self.source.spec), "target": _spec_dict(self.target.spec)},
+        }
 
-    extra = {
-        "adapter_params": sum(p.numel() for p in adapter.parameters() if p.requires_grad),
-        "training": {
-            "initial": log.initial,
-            "epochs": log.epochs,
-            "steps": log.steps,
-            "resumed_from_epoch": log.resumed_from_epoch,
-            "fused_control": fused,
-            "devices": log.devices,
-        },
-        "base_models": {"source": source_info, "target": target_info},
-        "specs": {"source": _spec_dict(src_spec), "target": _spec_dict(tgt_spec)},
-    }
-    return m, extra
+    def alignment(self) -> None:
+        """Alignment metrics between the two cuts' test activations."""
+        from stitching.metrics import get_metric, reduce_activation
 
-
-def _random_source_control(config, ctx, src_cut, labels, build, stitched, num_classes):
-    """The same cell with an untrained source of the same architecture: its activations, its adapter
-    (initialised like the stitched one) and that adapter's accuracy before training."""
-    from stitching.cuts import split_model
-
-    seed = config["stitch_seed"]
-    random_source = ctx.random_model(config["source"]["name"], seed, num_classes)
-    front, _ = split_model(random_source, src_cut.name)
-    identity = {"random": config["source"]["name"], "seed": seed, "cut": src_cut.name}
-    xr = {s: ctx.front_activations(identity, front, config["dataset"], s) for s in ("train", "val", "test")}
-    adapter = build(config["init"], xr["train"], seed).to(ctx.device)
-    return xr, adapter, accuracy(stitched(adapter.eval(), xr["test"]), labels["test"])
-
-
-def _alignment(config, xs, yt, src_cut, tgt_cut) -> dict[str, float]:
-    from stitching.metrics import get_metric, reduce_activation
-
-    if not config["metrics"]:
-        return {}
-    n = min(len(xs), config["metric_samples"])
-    rule = config["metric_reduction"]
-    x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=src_cut.spec.num_prefix_tokens)
-    y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=tgt_cut.spec.num_prefix_tokens)
-    return {name: float(get_metric(name)(x, y)) for name in config["metrics"]}
+        config = self.config
+        if not config.metrics:
+            return
+        with self.timer("alignment"):
+            xs, yt = self.source.acts["test"], self.target.acts["test"]
+            n = min(len(xs), config.metric_samples)
+            rule = config.metric_reduction
+            x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=self.source.num_prefix_tokens)
+            y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=self.target.num_prefix_tokens)
+            for name in config.metrics:
+                self.metrics[name] = float(get_metric(name)(x, y))
 
 
-def _pairs(inputs: torch.Tensor, targets: torch.Tensor, batch_size: int):
-    for i in range(0, len(inputs), batch_size):
-        yield inputs[i : i + batch_size].float(), targets[i : i + batch_size].float()
-
-
-def _spec(activation: torch.Tensor, cut):
-    from stitching.cuts import ActivationSpec
-
-    grid = cut.spec.grid if activation.ndim == 3 else None
-    if grid is not None and grid[0] * grid[1] != activation.shape[1] - cut.spec.num_prefix_tokens:
-        grid = None  # the dataset's input size differs from the model's default: infer a square grid
-    return ActivationSpec.from_tensor(activation[:1], cut.spec.num_prefix_tokens, grid)
-
-
-def _spec_dict(spec) -> dict:
+def _spec_dict(spec: ActivationSpec) -> dict:
     return {
         "layout": spec.layout,
         "channels": spec.channels,

@@ -42,6 +42,16 @@ def bench_parser() -> jsonargparse.ArgumentParser:
         help="run only this cell id (repeatable); used by W&B sweep agents",
     )
     parser.add_argument(
+        "--export-fit",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="write the `stitching fit` config that re-runs this cell (repeatable) and exit",
+    )
+    parser.add_argument(
+        "--export-dir", help="where --export-fit writes <ID>.yaml (default: RESULTS/<suite>/fit)"
+    )
+    parser.add_argument(
         "--wandb-project",
         metavar="[ENTITY/]PROJECT",
         help="afterwards, log a W&B run per cell and a leaderboard run (offline: no key)",
@@ -75,17 +85,15 @@ def bench_main(argv: list[str]) -> int:
     except (SuiteError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.export_fit:
+        return _export_fit(cells, args, runtime.accelerator)
     if args.cell:
         cells = _select_cells(cells, args.cell)
         if cells is None:
             return 2
     if args.dry_run:
         for cell in cells:
-            c = cell["config"]
-            print(
-                f"{cell['cell_id']}  {c['source']['key']}/{c['source']['seed']}:{c['source_cut']} -> "
-                f"{c['target']['key']}/{c['target']['seed']}:{c['target_cut']}  {c['init']}"
-            )
+            print(cell.describe())
         print(f"{len(cells)} cells")
         return 0
     lead = True
@@ -115,7 +123,7 @@ def bench_main(argv: list[str]) -> int:
 
         store = ResultStore(summary["results_dir"])
         for cell in cells:
-            log_cell_record(store.read(cell["cell_id"]))
+            log_cell_record(store.read(cell.cell_id))
         return 1 if summary["failed"] else 0
     if not args.no_leaderboard and summary["finished"]:
         for name, path in write_leaderboard(summary["results_dir"]).items():
@@ -129,8 +137,24 @@ def bench_main(argv: list[str]) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _export_fit(cells: list, args, accelerator: str) -> int:
+    """Write the ``stitching fit`` config of each cell named by ``--export-fit``."""
+    from pathlib import Path
+
+    from stitching.bench.export import export_fit
+
+    chosen = _select_cells(cells, args.export_fit)
+    if chosen is None:
+        return 2
+    out_dir = Path(args.export_dir or Path(args.results) / chosen[0].suite.name / "fit")
+    for cell in chosen:
+        path = export_fit(cell, out_dir / f"{cell.cell_id}.yaml", accelerator)
+        print(f"{cell.describe()}\n  stitching fit --config {path}")
+    return 0
+
+
 def _select_cells(cells: list[dict], wanted: list[str]) -> list[dict] | None:
-    by_id = {c["cell_id"]: c for c in cells}
+    by_id = {c.cell_id: c for c in cells}
     unknown = [w for w in wanted if w not in by_id]
     if unknown:
         import difflib

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +18,12 @@ import torch
 from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
+from stitching.bench.cell_config import BaseModel
 from stitching.bench.data import build_datamodule, split_loader
 from stitching.bench.runtime import Runtime
+from stitching.core.activations import ACTIVATION_BATCH_SIZE, front_batches
 from stitching.nn import freeze
+from stitching.zoo import load_model_with_info
 
 
 def default_cache_dir() -> Path:
@@ -35,7 +38,7 @@ class CellContext:
     memory_budget_gb: float = 4.0
     cache_dtype: torch.dtype = torch.float32
     persist_activations: bool = False
-    batch_size: int = 256
+    batch_size: int = ACTIVATION_BATCH_SIZE
     runtime: Runtime = field(default_factory=Runtime)
     """Devices (one, or several training each cell with DDP) and speed switches."""
 
@@ -81,20 +84,11 @@ class CellContext:
             self._labels[key] = torch.cat([y for _, y in loader])
         return self._labels[key]
 
-    def model(self, instance: dict, num_classes: int) -> tuple[nn.Module, dict]:
+    def model(self, base: BaseModel, num_classes: int) -> tuple[nn.Module, dict]:
         """A frozen base model and what the model store knows of it (accuracy, training time)."""
-        from stitching.zoo import ModelSource, load_model_with_info
-
-        key = json.dumps([instance, num_classes], sort_keys=True)
+        key = json.dumps([asdict(base), num_classes], sort_keys=True)
         if key not in self._models:
-            source = ModelSource(
-                name=instance["name"],
-                seed=instance["seed"],
-                train=instance["train"],
-                pretrained=instance["pretrained"],
-                checkpoint=instance["checkpoint"],
-            )
-            model, info = load_model_with_info(source, num_classes=num_classes)
+            model, info = load_model_with_info(base.source(), num_classes=num_classes)
             self._models[key] = (freeze(model.to(self.device)), info)
         return self._models[key]
 
@@ -119,8 +113,7 @@ class CellContext:
             first = front(next(iter(loader))[0][:1].to(self.device))
 
         def batches() -> Iterator[torch.Tensor]:
-            with torch.no_grad():
-                for x, _ in loader:
-                    yield front(x.to(self.device)).cpu()
+            for activation in front_batches(front, loader, self.device):
+                yield activation.cpu()
 
         return self.activations.get(key, batches, num_samples, tuple(first.shape[1:]))

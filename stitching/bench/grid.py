@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import hashlib
 import itertools
-import json
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
 
+from stitching._utils import did_you_mean
+from stitching.adapters.config import INITS
+from stitching.bench.cell_config import BaseModel, Cell, CellConfig, SuiteRef
 from stitching.bench.suite import CONTROLS, ModelEntry, Suite, SuiteError
-
-INITS = ("random", "identity", "lstsq")
-
-
-def cell_id(config: dict[str, Any]) -> str:
-    """Stable 12-hex-digit id: sha256 of the canonical JSON of the cell config."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 @cache
@@ -31,23 +21,16 @@ def model_cuts(name: str) -> tuple:
     return tuple(list_cuts(create_model(name, pretrained=False)))
 
 
-def model_instance(key: str, entry: ModelEntry, seed: int) -> dict[str, Any]:
-    """The JSON-able description of one base model (what the model store needs to build or load it)."""
+def model_instance(key: str, entry: ModelEntry, seed: int) -> BaseModel:
+    """One base model of the suite: its entry at one seed."""
     checkpoint = entry.checkpoint.format(seed=seed) if entry.checkpoint else None
-    return {
-        "key": key,
-        "name": entry.name,
-        "seed": seed,
-        "train": entry.train,
-        "pretrained": entry.pretrained,
-        "checkpoint": checkpoint,
-    }
+    return BaseModel(key, entry.name, seed, entry.train, entry.pretrained, checkpoint)
 
 
-def model_pairs(suite: Suite) -> list[tuple[dict, dict, str]]:
+def model_pairs(suite: Suite) -> list[tuple[BaseModel, BaseModel, str]]:
     """(source instance, target instance, kind) for every pair the suite asks for, in a stable order."""
     models = suite.models
-    pairs: list[tuple[dict, dict, str]] = []
+    pairs: list[tuple[BaseModel, BaseModel, str]] = []
     spec = suite.pairs
 
     def add(src_key: str, src_seed: int, tgt_key: str, tgt_seed: int, kind: str) -> None:
@@ -99,8 +82,7 @@ def _select_cuts(suite: Suite, key: str, cuts: Sequence, problems: list[str]) ->
             if name in by_name:
                 chosen.append(by_name[name])
             else:
-                close = difflib.get_close_matches(name, by_name, n=3)
-                hint = f"did you mean {', '.join(close)}? " if close else ""
+                hint = did_you_mean(name, by_name)
                 problems.append(f"models.{key}: unknown cut {name!r}; {hint}valid cuts: {', '.join(by_name)}")
         return chosen
     chosen = []
@@ -112,7 +94,7 @@ def _select_cuts(suite: Suite, key: str, cuts: Sequence, problems: list[str]) ->
     return chosen
 
 
-def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cuts) -> list[dict[str, Any]]:
+def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cuts) -> list[Cell]:
     """Every cell of the suite as a resolved config with its ``cell_id``; all problems raised at once."""
     problems = validate_static(suite)
     cuts_by_key: dict[str, list] = {}
@@ -127,8 +109,9 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
         raise SuiteError(suite.source_path or suite.name, problems)
 
     cells = []
+    ref = SuiteRef(suite.name, suite.version)
     for source, target, kind in model_pairs(suite):
-        src_cuts, tgt_cuts = cuts_by_key[source["key"]], cuts_by_key[target["key"]]
+        src_cuts, tgt_cuts = cuts_by_key[source.key], cuts_by_key[target.key]
         if suite.cuts.mode == "matrix":
             cut_pairs = list(itertools.product(src_cuts, tgt_cuts))
         else:
@@ -138,31 +121,25 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
         ):
             if init == "identity" and src_cut.spec.channels != tgt_cut.spec.channels:
                 continue  # identity init needs equal channels; other inits cover this cut pair
-            config = {
-                "dataset": suite.dataset,
-                "source": source,
-                "target": target,
-                "pair_kind": kind,
-                "source_cut": src_cut.name,
-                "target_cut": tgt_cut.name,
-                "source_depth": round(src_cut.depth, 4),
-                "target_depth": round(tgt_cut.depth, 4),
-                "adapter": adapter,
-                "init": init,
-                "stitch_seed": stitch_seed,
-                "recipe": dataclasses.asdict(suite.recipe),
-                "controls": list(suite.controls),
-                "metrics": list(suite.metrics),
-                "metric_reduction": suite.metric_reduction,
-                "metric_samples": suite.metric_samples,
-            }
-            cells.append(
-                {
-                    "cell_id": cell_id(config),
-                    "suite": {"name": suite.name, "version": suite.version},
-                    "config": config,
-                }
+            config = CellConfig(
+                dataset=suite.dataset,
+                source=source,
+                target=target,
+                pair_kind=kind,
+                source_cut=src_cut.name,
+                target_cut=tgt_cut.name,
+                source_depth=round(src_cut.depth, 4),
+                target_depth=round(tgt_cut.depth, 4),
+                adapter=adapter,
+                init=init,
+                stitch_seed=stitch_seed,
+                recipe=suite.recipe,
+                controls=tuple(suite.controls),
+                metrics=tuple(suite.metrics),
+                metric_reduction=suite.metric_reduction,
+                metric_samples=suite.metric_samples,
             )
+            cells.append(Cell(config, ref))
     return cells
 
 
@@ -219,11 +196,8 @@ def _metric_problems(metrics: list[str], reduction: str) -> list[str]:
     problems = []
     for name in metrics:
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = did_you_mean(name, known)
             problems.append(f"metrics: unknown metric {name!r}; {hint}valid: {', '.join(known)}")
-    if reduction not in ("mean", "flatten", "cls"):
-        problems.append(f"metric_reduction: {reduction!r} is not one of 'mean', 'flatten', 'cls'")
     return problems
 
 

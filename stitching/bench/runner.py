@@ -30,13 +30,13 @@ def results_dir_for(suite: Suite, results_root: str | Path = "results") -> Path:
 
 def group_key(cell: dict[str, Any]) -> str:
     """Cells with the same source model and cut share cached activations: run them in one job."""
-    config = cell["config"]
-    return f"{config['source']['key']}:{config['source']['seed']}:{config['source_cut']}"
+    config = cell.config
+    return f"{config.source.key}:{config.source.seed}:{config.source_cut}"
 
 
 def pending_cells(cells: list[dict], store: ResultStore) -> list[dict]:
     done = store.finished_ids()
-    return [c for c in cells if c["cell_id"] not in done]
+    return [c for c in cells if c.cell_id not in done]
 
 
 def _base_source(base: Any) -> ModelSource:
@@ -115,7 +115,7 @@ def run_suite(
         "results_dir": str(out_dir),
         "cells": len(cells),
         "ran": len(todo),
-        "finished": len(store.finished_ids() & {c["cell_id"] for c in cells}),
+        "finished": len(store.finished_ids() & {c.cell_id for c in cells}),
         "failed": dict(report.errors) if report else {},
         "pending": dict(report.pending) if report else {},
         "seconds": time.perf_counter() - started,

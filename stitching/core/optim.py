@@ -7,11 +7,27 @@ loop) both build their optimiser and per-step schedule here.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+
+
+def schedule_factor(schedule: str, total_steps: int, warmup_steps: int = 0) -> Callable[[int], float]:
+    """The learning-rate multiplier at each step: linear warmup over ``warmup_steps``, then ``cosine`` (to
+    zero at ``total_steps``) or ``constant``. The one schedule of base-model and adapter training."""
+    total = max(1, total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 @dataclass
@@ -36,12 +52,7 @@ class OptimizerSpec:
             opt = torch.optim.SGD(params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay)
         else:
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        total = max(1, total_steps)
-        if self.schedule == "cosine":
-            factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
-        else:
-            factor = lambda step: 1.0  # noqa: E731
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, schedule_factor(self.schedule, total_steps))
 
 
 @dataclass

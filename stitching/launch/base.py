@@ -22,15 +22,16 @@ OnCell = Callable[[str, bool], None]
 """Told ``(cell_id, ok)`` after each cell of a batch, for progress bars that tick per cell."""
 
 
-def cell_id(cell: dict) -> str:
-    """The stable id of a cell config."""
-    try:
-        return str(cell["cell_id"])
-    except (KeyError, TypeError):
+def cell_id(cell: Any) -> str:
+    """The stable id of a cell: its ``cell_id`` attribute (``stitching.bench.cell_config.Cell``) or key."""
+    found = getattr(cell, "cell_id", None)
+    if found is None and isinstance(cell, dict):
+        found = cell.get("cell_id")
+    if not found:
         raise ValueError(
-            f"cell config has no 'cell_id' (keys: {sorted(cell) if isinstance(cell, dict) else type(cell)}); "
-            "expand suites with stitching.bench.grid, which adds one"
-        ) from None
+            f"cell {type(cell).__name__} has no 'cell_id'; expand suites with stitching.bench.grid"
+        )
+    return str(found)
 
 
 class CellsFailed(RuntimeError):

@@ -5,6 +5,10 @@
 Next to the stitched accuracy every evaluation logs, on the same batches, the target alone, the source alone
 (when both classify the same labels) and the stitched network with the adapter as it was initialised (for
 ``lstsq``: the training-free stitch), so a run's numbers can be read without a second run.
+
+The adapter, its least-squares fit (on the clean, evaluation-preprocessed training split), the optimiser and
+schedule and the training loss come from :mod:`stitching.core`, the code the benchmark's cached loop runs;
+``stitching bench SUITE --export-fit CELL_ID`` writes the config that re-runs a benchmark cell here.
 """
 
 from __future__ import annotations
@@ -17,22 +21,21 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
-from stitching.adapters import AdapterConfig, create_adapter
+from stitching.adapters import AdapterConfig
+from stitching.core.activations import eval_loader, front_batches
+from stitching.core.adapters import build_adapter
+from stitching.core.optim import OptimizerSpec
+from stitching.core.training import stitch_losses
 from stitching.cuts import get_cut, split_model
 from stitching.nn import freeze, num_trainable_parameters
 from stitching.zoo import ModelSource, load_model
 
 EVALUATED = ("stitched", "target", "source", "init_stitched")
-
-
-def _adamw(params) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
 
 
 class StitchModule(L.LightningModule):
@@ -43,12 +46,13 @@ class StitchModule(L.LightningModule):
         target: The model whose back half consumes the adapted representation.
         source_cut: A cut name of the source (``stitching.list_cuts``) or a relative depth in [0, 1].
         target_cut: Likewise for the target; ``None`` takes the target cut nearest the source cut's depth.
-        adapter: Adapter options; ``init: lstsq`` solves a ridge regression over ``lstsq_batches`` training
-            batches at the start of fit.
+        adapter: Adapter options; ``init: lstsq`` solves a ridge regression at the start of fit over the
+            whole training split with evaluation preprocessing (``datamodule.eval_dataset("train")``), as the
+            benchmark does, whatever augmentation the training batches get.
         num_classes: Number of classes of the data (linked from the data module by the CLI).
-        optimizer: Optimizer over the adapter's parameters only (default AdamW, lr 1e-3).
-        scheduler: Optional learning-rate schedule (default: cosine over the run, stepped per batch).
-        lstsq_batches: How many training batches the closed-form initialisation reads (None: all).
+        optimizer: The adapter's optimiser and per-step schedule over the run (default AdamW, lr 1e-3, cosine
+            to zero); only the adapter's parameters are optimised.
+        seed: Seed of the adapter's random initialisation (the benchmark cell's ``stitch_seed``).
     """
 
     def __init__(
@@ -59,14 +63,14 @@ class StitchModule(L.LightningModule):
         target_cut: str | float | None = None,
         adapter: AdapterConfig | None = None,
         num_classes: int = 10,
-        optimizer: OptimizerCallable = _adamw,
-        scheduler: LRSchedulerCallable | None = None,
-        lstsq_batches: int | None = None,
+        optimizer: OptimizerSpec | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         # Checkpoints store these as dicts (see below); accept them back.
         source, target = _as(ModelSource, source), _as(ModelSource, target)
         adapter = _as(AdapterConfig, adapter or AdapterConfig(norm="bn", init="lstsq"))
+        optimizer = _as(OptimizerSpec, optimizer or OptimizerSpec())
         if _given_hyperparameters.get() is not None:
             # Built by LightningCLI: keep its config dump (plain data with class paths), so that
             # `stitching test --ckpt_path` can parse the checkpoint's hyperparameters back.
@@ -80,10 +84,11 @@ class StitchModule(L.LightningModule):
                     "target_cut": target_cut,
                     "adapter": asdict(adapter),
                     "num_classes": num_classes,
-                    "lstsq_batches": lstsq_batches,
+                    "optimizer": asdict(optimizer),
+                    "seed": seed,
                 }
             )
-        self.optimizer, self.scheduler = optimizer, scheduler
+        self.optimizer_spec, self.seed = optimizer, seed
         source_model = load_model(source, num_classes=num_classes)
         target_model = load_model(target, num_classes=num_classes)
         self.source_cut = get_cut(source_model, source_cut)
@@ -91,8 +96,9 @@ class StitchModule(L.LightningModule):
         self.source_front, self.source_back = (freeze(m) for m in split_model(source_model, self.source_cut))
         self.target_front, self.target_back = (freeze(m) for m in split_model(target_model, self.target_cut))
         self.source_spec, self.target_spec = self.source_cut.spec, self.target_cut.spec
-        self.adapter = create_adapter(
-            self.source_spec, self.target_spec, adapter, init=_structural_init(adapter)
+        # lstsq needs data, which only exists once fit starts: the structure first, fitted in on_fit_start
+        self.adapter = build_adapter(
+            self.source_spec, self.target_spec, adapter, _structural_init(adapter), seed
         )
         self.adapter_config = adapter
         self.initial_adapter: nn.Module | None = None
@@ -103,7 +109,6 @@ class StitchModule(L.LightningModule):
                 for stage in ("val", "test")
             }
         )
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self._fit_started = 0.0
 
     def train(self, mode: bool = True) -> StitchModule:
@@ -124,28 +129,34 @@ class StitchModule(L.LightningModule):
         self._fit_started = time.perf_counter()
         resumed = self.trainer.ckpt_path is not None
         if self.adapter_config.init == "lstsq" and not resumed:
-            self._init_lstsq(self.trainer.datamodule.train_dataloader())
+            self._init_lstsq()
         if self.initial_adapter is None:
             self.initial_adapter = freeze(copy.deepcopy(self.adapter))
 
-    @torch.no_grad()
-    def _init_lstsq(self, loader) -> None:
-        def pairs():
-            for i, (x, _) in enumerate(loader):
-                if self.hparams.lstsq_batches is not None and i >= self.hparams.lstsq_batches:
-                    return
-                x = x.to(self.device)
-                yield self.source_front(x), self.target_front(x)
-
-        self.adapter.init_lstsq_(pairs(), ridge=self.adapter_config.ridge)
+    def _init_lstsq(self) -> None:
+        """Fit the adapter by least squares on the clean training split, in place (the optimiser holds its
+        parameters already), exactly as the benchmark fits it from its cached activations."""
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "eval_dataset"):
+            raise TypeError(
+                f"init='lstsq' fits on the training split with evaluation preprocessing, which "
+                f"{type(datamodule).__name__} does not provide: give it an eval_dataset(split) method "
+                "(stitching.data.ImageDataModule has one) or use adapter.init random|identity"
+            )
+        loader = eval_loader(datamodule.eval_dataset("train"))
+        batches = front_batches(lambda x: (self.source_front(x), self.target_front(x)), loader, self.device)
+        fitted = build_adapter(
+            self.source_spec, self.target_spec, self.adapter_config, "lstsq", self.seed, batches
+        )
+        self.adapter.load_state_dict(fitted.state_dict())
+        self.adapter.fit_stats = getattr(fitted, "fit_stats", None)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
-        self.train_acc(logits, y)
+        with torch.no_grad():
+            h = self.source_front(x)
+        (loss,) = stitch_losses([self.adapter], self.target_back, [h], y)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-        self.log("train/stitched_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def _evaluate(self, batch, stage: str) -> None:
@@ -184,12 +195,9 @@ class StitchModule(L.LightningModule):
         self.fit_seconds = time.perf_counter() - self._fit_started
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer(self.adapter.parameters())
-        if self.scheduler is not None:
-            return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
-        total = max(1, self.trainer.estimated_stepping_batches)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+        total = int(self.trainer.estimated_stepping_batches)
+        optimizer, schedule = self.optimizer_spec.build(self.adapter.parameters(), total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     @property
     def adapter_parameters(self) -> int:
@@ -225,7 +233,6 @@ def _accuracy(num_classes: int) -> MetricCollection:
 
 
 def _structural_init(config: AdapterConfig) -> str:
-    # lstsq needs data, which only exists once fit starts; build the structure with random weights first.
     return "random" if config.init == "lstsq" else config.init
 
 

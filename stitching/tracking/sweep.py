@@ -36,7 +36,7 @@ def sweep_config(
         "program": "stitching",
         "method": "grid",
         "metric": {"name": metric, "goal": "minimize"},
-        "parameters": {PARAMETER: {"values": [c["cell_id"] for c in cells]}},
+        "parameters": {PARAMETER: {"values": [c.cell_id for c in cells]}},
         "command": ["${env}", "stitching", "bench", str(suite_path), "--results", results, "${args}"],
     }
 
