@@ -1,6 +1,7 @@
 """Test-wide setup. Offline switches must be set before timm, huggingface_hub or wandb are imported."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -13,6 +14,7 @@ os.environ["OMP_NUM_THREADS"] = "1"
 import lightning as L
 import pytest
 import torch
+import yaml
 
 pytest_plugins = ["slurm_cluster"]  # the session-wide single-host SLURM fixture (skips without SLURM)
 
@@ -64,3 +66,35 @@ def quick_trainer(tmp_path):
         return L.Trainer(**{**defaults, **kwargs})
 
     return make
+
+
+TINY_TRAIN = str(Path(__file__).parent / "data" / "train_tiny.yaml")
+
+
+def _write_suite(path: Path, name: str = "tiny", **overrides) -> Path:
+    suite = {
+        "name": name,
+        "version": "1",
+        "dataset": {"class_path": "stitching.data.DigitsDataModule", "init_args": {"batch_size": 64}},
+        "models": {
+            "resnet": {"name": "mini_resnet", "train": TINY_TRAIN, "seeds": [0, 1]},
+            "vit": {"name": "mini_vit", "train": TINY_TRAIN, "seeds": [0]},
+        },
+        "pairs": {"mode": "all", "include_self": False},
+        "cuts": {"depths": [0.5]},
+        "adapters": [{"norm": "bn"}],
+        "inits": ["lstsq"],
+        "recipe": {"epochs": 1, "batch_size": 128},
+        "metrics": ["linear_cka", "mutual_knn"],
+        "metric_samples": 200,
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+@pytest.fixture
+def write_suite():
+    """``write_suite(path, name="tiny", **overrides) -> path``: a small suite YAML (digits; mini_resnet at
+    seeds 0 and 1 and mini_vit, trained with ``tests/data/train_tiny.yaml``; one cut at depth 0.5)."""
+    return _write_suite

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pytest
-from test_bench_run import write_suite
 
 from stitching.bench.grid import expand_suite
 from stitching.bench.runner import run_suite
@@ -15,7 +14,7 @@ from stitching.launch import SlurmExecutor, load_slurm_options
 STABLE = ("config", "cell_id", "suite", "adapter_params", "specs", "schema")
 
 
-def untrained_suite(path: Path) -> Path:
+def untrained_suite(write_suite, path: Path) -> Path:
     # seeded random base models: no training inside the jobs, the cells themselves run for real
     return write_suite(
         path,
@@ -25,10 +24,12 @@ def untrained_suite(path: Path) -> Path:
     )
 
 
-def test_suite_through_slurm_gives_the_same_records_as_inline(slurm_cluster, tmp_path, monkeypatch):
+def test_suite_through_slurm_gives_the_same_records_as_inline(
+    slurm_cluster, tmp_path, monkeypatch, write_suite
+):
     monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    suite_path = untrained_suite(tmp_path / "suite.yaml")
+    suite_path = untrained_suite(write_suite, tmp_path / "suite.yaml")
     cells = expand_suite(load_suite(suite_path))
     assert len(cells) == 3
     inline = run_suite(suite_path, tmp_path / "inline")
@@ -47,7 +48,7 @@ def test_suite_through_slurm_gives_the_same_records_as_inline(slurm_cluster, tmp
     assert (tmp_path / "slurm" / "viaslurm" / "slurm_jobs.json").is_file()
 
 
-def test_a_cell_trains_with_ddp_on_two_slurm_tasks(slurm_cluster, tmp_path, monkeypatch):
+def test_a_cell_trains_with_ddp_on_two_slurm_tasks(slurm_cluster, tmp_path, monkeypatch, write_suite):
     """--trainer.devices 2 through SLURM: one task per device, Fabric reads the ranks from SLURM."""
     monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")

@@ -87,6 +87,27 @@ def test_unknown_keys_list_valid_options(tiny_recipe, capsys):
     assert "did you mean --trainer.max_epochs" in line
 
 
+def test_version(capsys):
+    from importlib.metadata import version
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"stitching {version('stitching')}\n"
+
+
+def test_fit_does_not_need_the_benchmark(tmp_path):
+    """``stitching.cli`` and the model store import no benchmark, launcher or tracking module up front."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, stitching.cli, stitching.zoo; "
+        "print(sorted(m for m in sys.modules if m.startswith(('stitching.bench', 'stitching.launch', "
+        "'stitching.tracking'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_unknown_subcommand(capsys):
     assert main(["fitt"]) == 2
     err = capsys.readouterr().err

@@ -11,7 +11,7 @@ the tests do too.
 import pytest
 import torch
 import torch.nn.functional as torch_f
-from test_metrics import paired
+from metric_references import paired
 
 from stitching.metrics import functional as F
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from test_metrics import np_hsic_unbiased, np_linear_cka, paired
+from metric_references import np_hsic_unbiased, np_linear_cka, paired
 
 from stitching.metrics import CKNNA, DebiasedCKA, LinearCKA, MutualKNN
 from stitching.metrics import functional as F

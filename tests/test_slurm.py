@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import submitit
-from test_launch import by_source, stepped_cell, toy_cell, toy_cells
+from toy_cells import by_source, stepped_cell, toy_cell, toy_cells
 
 from stitching.launch import InlineExecutor, SlurmExecutor, job_status, load_slurm_options
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import wandb
+from PIL import Image
 from wandb_offline import CorruptRunFile, offline_runs, read_offline_run, read_wandb_records
 
 from stitching._utils import stable_hash
@@ -203,7 +204,10 @@ def test_leaderboard_run_holds_the_plots(store, tmp_path):
     assert set(images) == set(plots)
     for name, ref in images.items():
         assert ref["_type"] == "image-file"
-        assert (board.dir / "files" / ref["path"]).stat().st_size > 1000, name
+        with Image.open(board.dir / "files" / ref["path"]) as logged, Image.open(plots[name]) as expected:
+            logged, expected = np.asarray(logged.convert("RGB")), np.asarray(expected.convert("RGB"))
+        np.testing.assert_array_equal(logged, expected, err_msg=name)  # the store's figure, pixel for pixel
+        assert logged.std() > 0, name  # and not a blank canvas
 
 
 def test_records_rebuilt_from_runs_give_the_store_leaderboard(store, logged):

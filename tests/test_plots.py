@@ -1,0 +1,92 @@
+"""The figures show the cell table's numbers: read back from the matplotlib figures before they are closed."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+
+from stitching.bench import plots
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    """Two pairs, two source cuts x two target cuts, two seeds; seeded numbers."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for source, target, kind in (("resnet", "resnet", "same_arch"), ("resnet", "vit", "cross_arch")):
+        cuts = itertools.product((("layer1", 0.25), ("layer3", 0.75)), (("b1", 0.25), ("b3", 0.75)), (0, 1))
+        for (s_cut, s_depth), (t_cut, t_depth), seed in cuts:
+            stitched = rng.uniform(0.5, 0.9)
+            rows.append(
+                dict(
+                    source=source, target=target, pair_kind=kind, source_cut=s_cut, target_cut=t_cut,
+                    source_depth=s_depth, target_depth=t_depth, stitch_seed=seed, stitched_acc=stitched,
+                    penalty=0.95 - stitched, control_penalty=rng.uniform(0.3, 0.6), seconds=1.0,
+                    linear_cka=rng.uniform(0, 1),
+                )
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """Each figure the plots module saves, by file name, kept open for inspection."""
+    saved = {}
+
+    def keep(fig, path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+        saved[path.name] = fig
+        return path
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return saved
+
+
+def test_penalty_vs_depth_plots_the_mean_penalty_of_matched_cuts(frame, figures, tmp_path):
+    plots.penalty_vs_depth(frame, tmp_path / "p.png")
+    axes = [ax for ax in figures["p.png"].axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["resnet → resnet (same arch)", "resnet → vit"]
+    for ax, target in zip(axes, ("resnet", "vit"), strict=True):
+        sub = frame[(frame.target == target) & (frame.source_depth == frame.target_depth)]
+        stitched, control = (c.lines[0].get_xydata() for c in ax.containers)
+        expected = 100 * sub.groupby("source_depth")["penalty"].mean()
+        np.testing.assert_allclose(stitched, np.c_[expected.index, expected.to_numpy()])
+        expected = 100 * sub.groupby("source_depth")["control_penalty"].mean()
+        np.testing.assert_allclose(control[:, 1], expected.to_numpy())
+
+
+def test_heatmaps_show_mean_stitched_accuracy_per_cut_pair(frame, figures, tmp_path):
+    paths = plots.cut_heatmaps(frame, tmp_path)
+    assert set(paths) == {"resnet__resnet", "resnet__vit"}
+    (ax, _colorbar) = figures["resnet__vit.png"].axes
+    shown = ax.images[0].get_array()
+    sub = frame[frame.target == "vit"]
+    expected = 100 * sub.pivot_table(index="source_depth", columns="target_depth", values="stitched_acc")
+    np.testing.assert_allclose(shown, expected.to_numpy())
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["layer1", "layer3"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["b1", "b3"]
+
+
+def test_alignment_plot_scatters_each_metric_against_stitched_accuracy(frame, figures, tmp_path):
+    assert plots.alignment_columns(frame) == ["linear_cka"]  # not penalty, seconds, depths or seeds
+    plots.alignment_vs_stitching(frame, tmp_path / "a.png")
+    ax = figures["a.png"].axes[0]
+    rho = spearmanr(frame["linear_cka"], frame["stitched_acc"]).statistic
+    assert ax.get_title() == f"linear_cka (ρ = {rho:.2f})"
+    points = np.concatenate([c.get_offsets() for c in ax.collections])
+    expected = np.c_[frame["linear_cka"], 100 * frame["stitched_acc"]]
+    np.testing.assert_allclose(np.sort(points, axis=0), np.sort(expected, axis=0))
+
+
+def test_write_plots_writes_whole_pngs_atomically(frame, tmp_path):
+    paths = plots.write_plots(frame, tmp_path)
+    heatmaps = {"heatmap_resnet__resnet", "heatmap_resnet__vit"}
+    assert set(paths) == {"penalty_vs_depth", "alignment_vs_stitching", *heatmaps}
+    for path in paths.values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]  # no temporary file left behind
