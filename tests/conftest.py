@@ -1,6 +1,7 @@
 """Test-wide setup. Offline switches must be set before timm, huggingface_hub or wandb are imported."""
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +16,9 @@ import lightning as L
 import pytest
 import torch
 import yaml
+
+# benchmarks/ holds the naive harness the speed tests compare with: `from straightforward import ...`
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 pytest_plugins = ["slurm_cluster"]  # the session-wide single-host SLURM fixture (skips without SLURM)
 
