@@ -74,7 +74,7 @@ def test_every_cell_gets_one_complete_self_describing_record(finished):
     cells = expand_suite(load_suite(suite_path))
     assert summary["cells"] == len(cells) == 4 and summary["finished"] == 4 and not summary["failed"]
     records = list(ResultStore(results / "tiny").records())
-    assert sorted(r["cell_id"] for r in records) == sorted(c["cell_id"] for c in cells)
+    assert sorted(r["cell_id"] for r in records) == sorted(c.cell_id for c in cells)
     for r in records:
         m = r["metrics"]
         assert m["penalty"] == pytest.approx(m["target_acc"] - m["stitched_acc"])
@@ -164,7 +164,7 @@ def test_dry_run_lists_cells(tmp_path, capsys):
 
 
 def test_bench_logs_cells_to_wandb_offline_from_the_store(finished, tmp_path, monkeypatch):
-    from stitching.tracking import offline_runs
+    from wandb_offline import offline_runs
 
     suite_path, results, _ = finished
     monkeypatch.setenv("WANDB_MODE", "offline")
