@@ -15,7 +15,7 @@ import wandb
 from PIL import Image
 from wandb_offline import CorruptRunFile, offline_runs, read_offline_run, read_wandb_records
 
-from stitching._utils import stable_hash
+from stitching.bench.cell_config import Cell, CellConfig, SuiteRef
 from stitching.bench.leaderboard import leaderboard, records_to_frame
 from stitching.bench.plots import write_plots
 from stitching.bench.record import make_record
@@ -86,7 +86,8 @@ def synthetic_records(suite=SUITE, seed=0) -> list[dict]:
             "agreement": rng.uniform(0.5, 1.0),
             "linear_cka": rng.uniform(0.0, 1.0),
         }
-        cell = {"cell_id": stable_hash(config, 12), "suite": dict(suite), "config": config}
+        resolved = CellConfig.from_dict(config)  # as the grid resolves it: defaults filled in, id from all
+        cell = {"cell_id": resolved.cell_id(), "suite": dict(suite), "config": resolved.to_dict()}
         records.append(
             make_record(cell, metrics, {"train": rng.uniform(1, 3), "eval": 0.5}, adapter_params=1088)
         )
@@ -342,12 +343,13 @@ def test_offline_without_a_key_online_with_one(no_credentials, monkeypatch):
 def test_sweep_agent_command_runs_one_cell(store):
     from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
 
-    cells = [{"cell_id": r["cell_id"], "suite": r["suite"], "config": r["config"]} for r in store.records()]
+    cells = [Cell(CellConfig.from_dict(r["config"]), SuiteRef(**r["suite"])) for r in store.records()]
+    assert [c.cell_id for c in cells] == [r["cell_id"] for r in store.records()]
     config = sweep_config("benchmarks/toy.yaml", cells)
     assert config["method"] == "grid" and config["name"] == "toy-v2"
-    assert config["parameters"] == {"cell": {"values": [c["cell_id"] for c in cells]}}
+    assert config["parameters"] == {"cell": {"values": [c.cell_id for c in cells]}}
     # Expand the command the way wandb's agent does (whole-token macros) for one grid point.
-    chosen = cells[3]["cell_id"]
+    chosen = cells[3].cell_id
     sweep_vars = create_sweep_command_args({"args": {"cell": {"value": chosen}}})
     sweep_vars["env"] = ["/usr/bin/env"]
     argv = [
@@ -378,7 +380,7 @@ def test_sweep_main_writes_yaml_for_a_suite(tmp_path, capsys):
     out = tmp_path / "sweep.yaml"
     assert sweep_main(["benchmarks/digits.yaml", "--out", str(out)]) == 0
     written = yaml.safe_load(out.read_text())
-    ids = [c["cell_id"] for c in expand_suite(load_suite("benchmarks/digits.yaml"))]
+    ids = [c.cell_id for c in expand_suite(load_suite("benchmarks/digits.yaml"))]
     assert written["parameters"]["cell"]["values"] == ids and len(ids) == len(set(ids))
     assert sweep_main(["benchmarks/nope.yaml"]) == 2
     assert "error" in capsys.readouterr().err

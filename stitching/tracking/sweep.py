@@ -8,6 +8,11 @@ dropped, not filled in. So the one grid parameter is named ``cell`` and passed b
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stitching.bench.cell_config import Cell
+
 import argparse
 import sys
 from pathlib import Path
@@ -22,17 +27,17 @@ PARAMETER = "cell"
 
 def sweep_config(
     suite_path: str | Path,
-    cells: list[dict[str, Any]],
+    cells: list[Cell],
     results: str = "results",
     metric: str = "penalty",
 ) -> dict[str, Any]:
     """A W&B sweep configuration: grid over the suite's cell ids, one ``stitching bench --cell`` per run."""
     if not cells:
         raise ValueError(f"suite {suite_path} expands to no cells; nothing to sweep")
-    suite = cells[0]["suite"]
+    suite = cells[0].suite
     return {
-        "name": f"{suite['name']}-v{suite['version']}",
-        "description": f"stitching benchmark {suite['name']} v{suite['version']}: one cell per agent run",
+        "name": f"{suite.name}-v{suite.version}",
+        "description": f"stitching benchmark {suite.name} v{suite.version}: one cell per agent run",
         "program": "stitching",
         "method": "grid",
         "metric": {"name": metric, "goal": "minimize"},
