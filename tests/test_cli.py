@@ -95,7 +95,8 @@ def test_version(capsys):
 
 
 def test_fit_does_not_need_the_benchmark(tmp_path):
-    """``stitching.cli`` and the model store import no benchmark, launcher or tracking module up front."""
+    """``stitching.cli`` and the model store import no benchmark, launcher or tracking module up front, and
+    the store does not import the command line."""
     import subprocess
     import sys
 
@@ -106,6 +107,10 @@ def test_fit_does_not_need_the_benchmark(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+    # and the store (what SLURM workers load) trains base models without the command-line module
+    code = "import sys, stitching.zoo; print('stitching.cli' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
 
 def test_unknown_subcommand(capsys):
