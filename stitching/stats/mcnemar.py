@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import binomtest
 
 from stitching.stats._checks import correctness_matrix
 
@@ -21,6 +20,8 @@ def mcnemar_p(a: np.ndarray, b: np.ndarray) -> float:
     number favouring ``a`` is Binomial(n_discordant, 1/2); the p-value is the two-sided one of
     ``scipy.stats.binomtest``. With no discordant images there is no evidence of a difference: p = 1.0.
     """
+    from scipy.stats import binomtest  # imported here: scipy.stats takes over a second to import
+
     a_only, b_only = discordant_pairs(a, b)
     n_discordant = a_only + b_only
     if n_discordant == 0:
