@@ -9,6 +9,7 @@ from argparse import ArgumentError
 
 import jsonargparse
 
+from stitching._utils import did_you_mean
 from stitching.bench.suite import SuiteError
 
 
@@ -157,12 +158,9 @@ def _select_cells(cells: list[dict], wanted: list[str]) -> list[dict] | None:
     by_id = {c.cell_id: c for c in cells}
     unknown = [w for w in wanted if w not in by_id]
     if unknown:
-        import difflib
-
         for w in unknown:
-            close = difflib.get_close_matches(w, by_id, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else "; list them with --dry-run"
-            print(f"error: no cell {w!r} in this suite{hint}", file=sys.stderr)
+            hint = did_you_mean(w, by_id)
+            print(f"error: no cell {w!r} in this suite; {hint}list them with --dry-run", file=sys.stderr)
         return None
     return [by_id[w] for w in wanted]
 

@@ -10,8 +10,8 @@ from stitching.data.transforms import build_transforms, resolve_data_config
 
 __all__ = [
     "CIFAR10DataModule",
-    "CellDataModule",
     "CIFAR100DataModule",
+    "CellDataModule",
     "DigitsDataModule",
     "ImageDataModule",
     "ImageFolderDataModule",

@@ -31,7 +31,8 @@ class CellDataModule(L.LightningDataModule):
     @cached_property
     def dataset(self) -> ImageDataModule:
         """The cell's data module."""
-        return instantiate_class((), {"class_path": self.spec["class_path"], "init_args": self.spec.get("init_args", {})})
+        spec = {"class_path": self.spec["class_path"], "init_args": self.spec.get("init_args", {})}
+        return instantiate_class((), spec)
 
     @property
     def num_classes(self) -> int:

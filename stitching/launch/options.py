@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from stitching._utils import did_you_mean
 
 PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "slurm"
 
@@ -106,10 +107,9 @@ def _preset_path(preset: str | Path) -> Path:
         return path
     path = PRESET_DIR / f"{preset}.yaml"
     if not path.exists():
-        close = difflib.get_close_matches(str(preset), list_presets(), n=3)
-        hint = f" Did you mean {close}?" if close else ""
+        hint = did_you_mean(preset, list_presets())
         raise ValueError(
-            f"unknown SLURM preset {preset!r}.{hint} Available: {list_presets()} (or a .yaml path)"
+            f"unknown SLURM preset {preset!r}; {hint}available: {', '.join(list_presets())} (or a .yaml path)"
         )
     return path
 
@@ -117,9 +117,10 @@ def _preset_path(preset: str | Path) -> Path:
 def _check_keys(values: dict[str, Any], where: str) -> None:
     for key in values:
         if key not in option_names():
-            close = difflib.get_close_matches(key, option_names(), n=3)
-            hint = f" Did you mean {close}?" if close else ""
-            raise ValueError(f"unknown SLURM option {key!r} in {where}.{hint} Valid: {option_names()}")
+            hint = did_you_mean(key, option_names())
+            raise ValueError(
+                f"unknown SLURM option {key!r} in {where}; {hint}valid: {', '.join(option_names())}"
+            )
 
 
 def load_slurm_options(preset: str | Path | None = None, **overrides: Any) -> SlurmOptions:
