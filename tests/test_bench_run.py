@@ -6,43 +6,21 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
+# The module-scoped run below cannot take conftest's function-scoped write_suite fixture: the same function.
+from conftest import _write_suite
+
+from stitching.bench import plots
 from stitching.bench.grid import expand_suite
 from stitching.bench.leaderboard import write_leaderboard
 from stitching.bench.runner import run_suite
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import load_suite
 from stitching.cli import main
-
-ROOT = Path(__file__).resolve().parents[1]
-TINY_TRAIN = str(ROOT / "tests" / "data" / "train_tiny.yaml")
-
-
-def write_suite(path: Path, name="tiny", **overrides) -> Path:
-    suite = {
-        "name": name,
-        "version": "1",
-        "dataset": {"class_path": "stitching.data.DigitsDataModule", "init_args": {"batch_size": 64}},
-        "models": {
-            "resnet": {"name": "mini_resnet", "train": TINY_TRAIN, "seeds": [0, 1]},
-            "vit": {"name": "mini_vit", "train": TINY_TRAIN, "seeds": [0]},
-        },
-        "pairs": {"mode": "all", "include_self": False},
-        "cuts": {"depths": [0.5]},
-        "adapters": [{"norm": "bn"}],
-        "inits": ["lstsq"],
-        "recipe": {"epochs": 1, "batch_size": 128},
-        "metrics": ["linear_cka", "mutual_knn"],
-        "metric_samples": 200,
-        **overrides,
-    }
-    path.write_text(yaml.safe_dump(suite))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +42,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def finished(cache_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
-    suite_path = write_suite(root / "tiny.yaml")
+    suite_path = _write_suite(root / "tiny.yaml")
     summary = run_suite(suite_path, root / "results")
     return suite_path, root / "results", summary
 
@@ -97,7 +75,21 @@ def test_rerun_skips_finished_cells(finished):
     assert before == after
 
 
-def test_leaderboard_tables_and_plots(finished):
+@pytest.fixture
+def figures(monkeypatch):
+    """Each figure the plots module saves, by file name, read back after it was written."""
+    saved = {}
+    save = plots._save
+
+    def keep(fig, path):
+        saved[path.name] = fig
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return saved
+
+
+def test_leaderboard_tables_and_plots(finished, figures):
     _, results, _ = finished
     paths = write_leaderboard(results / "tiny")
     board = pd.read_csv(paths["leaderboard_csv"])
@@ -109,12 +101,30 @@ def test_leaderboard_tables_and_plots(finished):
     row = board[(board.source == "resnet") & (board.target == "resnet")].iloc[0]
     assert row["stitched_acc_mean"] == pytest.approx(same["stitched_acc"].mean()) and row["n"] == 2
     assert "resnet → vit" in paths["leaderboard_md"].read_text()
+    # The figures plot the records' numbers: penalty per pair at the one depth, each alignment metric
+    # against stitched accuracy, one heatmap per pair.
     for key in ("penalty_vs_depth", "alignment_vs_stitching"):
-        assert paths[key].stat().st_size > 5000
-    assert any(k.startswith("heatmap_") for k in paths)
+        assert paths[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pairs = cells.groupby(["source", "target"])
+    penalty_axes = [ax for ax in figures["penalty_vs_depth.png"].axes if ax.get_visible()]
+    assert len(penalty_axes) == pairs.ngroups
+    for ax, ((source, target), sub) in zip(penalty_axes, pairs, strict=True):
+        assert ax.get_title().startswith(f"{source} → {target}")
+        stitched = ax.containers[0].lines[0].get_xydata()
+        np.testing.assert_allclose(stitched, [[0.5, 100 * sub["penalty"].mean()]])
+    scatter = {ax.get_xlabel(): ax for ax in figures["alignment_vs_stitching.png"].axes}
+    assert set(scatter) == {"linear_cka", "mutual_knn"}
+    for metric, ax in scatter.items():
+        points = np.concatenate([c.get_offsets() for c in ax.collections])
+        expected = np.c_[cells[metric], 100 * cells["stitched_acc"]]
+        np.testing.assert_allclose(np.sort(points, axis=0), np.sort(expected, axis=0))
+    assert {k for k in paths if k.startswith("heatmap_")} == {f"heatmap_{s}__{t}" for s, t in pairs.groups}
+    for (source, target), sub in pairs:
+        (shown,) = figures[f"{source}__{target}.png"].axes[0].images
+        np.testing.assert_allclose(shown.get_array(), [[100 * sub["stitched_acc"].mean()]])
 
 
-def test_killed_run_resumes_without_losing_or_duplicating(cache_dir, tmp_path):
+def test_killed_run_resumes_without_losing_or_duplicating(cache_dir, tmp_path, write_suite):
     suite_path = write_suite(tmp_path / "killme.yaml", name="killme", stitch_seeds=[0, 1])
     results = tmp_path / "results"
     env = dict(os.environ, STITCHING_CACHE=str(cache_dir), OMP_NUM_THREADS="1")
@@ -147,7 +157,7 @@ def test_killed_run_resumes_without_losing_or_duplicating(cache_dir, tmp_path):
     assert not list(cells_dir.glob(".*"))
 
 
-def test_bad_suite_fails_before_training_with_every_problem(tmp_path, capsys):
+def test_bad_suite_fails_before_training_with_every_problem(tmp_path, capsys, write_suite):
     suite = write_suite(
         tmp_path / "bad.yaml", inits=["lstsq", "closed_form"], cuts={"names": {"resnet": ["layer9"]}}
     )
@@ -157,7 +167,7 @@ def test_bad_suite_fails_before_training_with_every_problem(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-def test_dry_run_lists_cells(tmp_path, capsys):
+def test_dry_run_lists_cells(tmp_path, capsys, write_suite):
     suite = write_suite(tmp_path / "dry.yaml")
     assert main(["bench", str(suite), "--dry-run"]) == 0
     assert "4 cells" in capsys.readouterr().out

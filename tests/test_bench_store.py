@@ -160,7 +160,7 @@ def test_train_adapter_trains_only_the_adapter_and_learns():
     assert log.epochs[-1]["val_acc"] > 0.9 and log.steps == 30 * 8
 
 
-def test_train_adapter_resumes_from_its_checkpoint(tmp_path):
+def test_train_adapter_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     x, labels, back = _problem()
     recipe = Recipe(epochs=6, batch_size=32, lr=0.05)
     torch.manual_seed(0)
@@ -183,12 +183,10 @@ def test_train_adapter_resumes_from_its_checkpoint(tmp_path):
             raise Stop
         return original(self, *a, **k)
 
-    torch.optim.AdamW.step = step
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", step)
         with pytest.raises(Stop):
             train_adapter(cut, back, x, labels, recipe, TrainOptions(seed=1, checkpoint=ckpt))
-    finally:
-        torch.optim.AdamW.step = original
     torch.manual_seed(123)
     resumed = nn.Linear(6, 6)  # different init: everything must come from the checkpoint
     log = train_adapter(resumed, back, x, labels, recipe, TrainOptions(seed=1, checkpoint=ckpt))
