@@ -1,15 +1,18 @@
-"""Name -> metric lookup with direction and chance level, for the benchmark runner to iterate over."""
+"""Name -> metric lookup with direction, chance level, best value and permutation fast path."""
 
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from stitching._utils import did_you_mean
 from stitching.metrics import functional as F
+from stitching.metrics.functional import _permuted as P
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,29 @@ class MetricInfo:
     """Direction, as in torchmetrics' ``Metric.higher_is_better``."""
     chance: Callable[..., float] | None = None
     """``chance(n, **kwargs)``: expected value for independent inputs of N samples; None if none exists."""
+    best: float | None = None
+    """Best attainable value (1 for similarities, 0 for distances): the calibrated score's ``s_max``; None if
+    unbounded (the calibrated score is then the raw excess over the null threshold)."""
+    null: Callable[..., P.NullScorer] | None = None
+    """Permutation fast path: ``null(x, y, **kwargs)`` returns ``score(perms)``, the metric of
+    ``(x, y[perm])`` for each row of a ``(B, N)`` permutation batch, reusing per-side work. None: the
+    generic path calls ``fn`` once per permutation (slower)."""
 
     def __call__(self, x: Tensor, y: Tensor, **kwargs) -> float:
         return float(self.fn(x, y, **kwargs))
+
+    def null_scorer(self, x: Tensor, y: Tensor, fast: bool = True, **kwargs) -> P.NullScorer:
+        """``score(perms)`` for permutation tests: the fast path if any (and ``fast``), else generic."""
+        if fast and self.null is not None:
+            return self.null(x, y, **kwargs)
+
+        def generic(perms: Tensor) -> Tensor:
+            with warnings.catch_warnings():  # the observed call has already warned (e.g. N <= D)
+                warnings.simplefilter("ignore")
+                values = [float(self.fn(x, y[p], **kwargs)) for p in perms]
+            return torch.tensor(values, dtype=torch.float64)
+
+        return generic
 
     def chance_level(self, n: int, **kwargs) -> float | None:
         """Chance level for N samples under the same kwargs as the call (e.g. ``topk``), or None."""
@@ -50,14 +73,16 @@ def register_metric(info: MetricInfo) -> MetricInfo:
 
 
 for _info in (
-    MetricInfo("linear_cka", F.linear_cka, True),
-    MetricInfo("debiased_cka", F.debiased_cka, True, lambda n, **_: 0.0),
-    MetricInfo("mutual_knn", F.mutual_knn, True, _knn_chance),
-    MetricInfo("cknna", F.cknna, True),
-    MetricInfo("procrustes", F.procrustes, True),
-    MetricInfo("procrustes_distance", F.procrustes_distance, False),
-    MetricInfo("svcca", F.svcca, True),
-    MetricInfo("ridge_r2", F.ridge_r2, True),
+    MetricInfo("linear_cka", F.linear_cka, True, best=1.0, null=P.linear_cka_null),
+    MetricInfo("debiased_cka", F.debiased_cka, True, lambda n, **_: 0.0, 1.0, P.debiased_cka_null),
+    MetricInfo("mutual_knn", F.mutual_knn, True, _knn_chance, 1.0, P.mutual_knn_null),
+    MetricInfo("cknna", F.cknna, True, best=1.0, null=P.cknna_null),
+    MetricInfo("procrustes", F.procrustes, True, best=1.0, null=P.procrustes_null),
+    MetricInfo(
+        "procrustes_distance", F.procrustes_distance, False, best=0.0, null=P.procrustes_distance_null
+    ),
+    MetricInfo("svcca", F.svcca, True, best=1.0, null=P.svcca_null),
+    MetricInfo("ridge_r2", F.ridge_r2, True, best=1.0),
 ):
     register_metric(_info)
 

@@ -117,13 +117,20 @@ def cknna(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = None, e
     vx, ix = nearest_neighbours(x, topk, block_size)
     vy, iy = nearest_neighbours(y, topk, block_size)
 
-    own_rows = torch.arange(n, device=ix.device).repeat_interleave(topk)
-    hxx = _sparse_unbiased_hsic(n, own_rows, ix.flatten(), vx.flatten(), vx.flatten())
-    hyy = _sparse_unbiased_hsic(n, own_rows, iy.flatten(), vy.flatten(), vy.flatten())
+    return _cknna_cross(vx, ix, vy, iy) / ((_cknna_self(vx, ix) * _cknna_self(vy, iy)).sqrt() + eps)
 
+
+def _cknna_self(v: Tensor, i: Tensor) -> Tensor:
+    """HSIC_u of one side's cosine kernel masked by its own k-NN graph (``values, indices``, both (N, k))."""
+    n, topk = i.shape
+    own_rows = torch.arange(n, device=i.device).repeat_interleave(topk)
+    return _sparse_unbiased_hsic(n, own_rows, i.flatten(), v.flatten(), v.flatten())
+
+
+def _cknna_cross(vx: Tensor, ix: Tensor, vy: Tensor, iy: Tensor) -> Tensor:
+    """HSIC_u of the two cosine kernels restricted to pairs that are neighbours in both spaces."""
     # Pairs neighbouring in both spaces: slot p of x's list matches slot q of y's list.
     row, p, q = (ix.unsqueeze(2) == iy.unsqueeze(1)).nonzero(as_tuple=True)
     if row.numel() == 0:
         return torch.zeros((), dtype=torch.float64, device=vx.device)
-    hxy = _sparse_unbiased_hsic(n, row, ix[row, p], vx[row, p], vy[row, q])
-    return hxy / ((hxx * hyy).sqrt() + eps)
+    return _sparse_unbiased_hsic(ix.shape[0], row, ix[row, p], vx[row, p], vy[row, q])
