@@ -91,11 +91,6 @@ def debiased_cka_null(x: Tensor, y: Tensor, form: str = "auto") -> NullScorer:
     return score
 
 
-def _permuted_neighbours(iy: Tensor, perm: Tensor) -> Tensor:
-    """y's neighbour lists after permuting its rows: row i is old row perm[i], relabelled by perm^-1."""
-    return perm.argsort()[iy[perm]]
-
-
 def mutual_knn_null(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = None) -> NullScorer:
     """Fast null of :func:`~stitching.metrics.functional.mutual_knn`: each side's k-NN lists once."""
     n = _check_pair(x, y, "mutual_knn", min_samples=2)
@@ -106,6 +101,7 @@ def mutual_knn_null(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None
     def score(perms: Tensor) -> Tensor:
         out = []
         for c in _chunks(perms, n * topk * topk):
+            # y's lists after permuting its rows: row i is old row c[i], neighbours relabelled by c^-1.
             relabelled = c.argsort(1).gather(1, iy[c].flatten(1)).view(-1, n, 1, topk)
             overlap = (ix.unsqueeze(2) == relabelled).sum(dim=(1, 2, 3))
             out.append(overlap.double() / (n * topk))
@@ -125,7 +121,11 @@ def cknna_null(
     denom = (_cknna_self(vx, ix) * _cknna_self(vy, iy)).sqrt() + eps
 
     def score(perms: Tensor) -> Tensor:
-        return torch.stack([_cknna_cross(vx, ix, vy[p], _permuted_neighbours(iy, p)) for p in perms]) / denom
+        out = []
+        for c in _chunks(perms, n * topk * topk):
+            relabelled = c.argsort(1).gather(1, iy[c].flatten(1)).view(-1, n, topk)
+            out.append(_cknna_cross(vx, ix, vy[c], relabelled))
+        return torch.cat(out) / denom
 
     return score
 

@@ -79,24 +79,39 @@ def mutual_knn(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = No
     return overlap.double().mean() / topk
 
 
-def _sparse_unbiased_hsic(n: int, rows: Tensor, cols: Tensor, a: Tensor, b: Tensor) -> Tensor:
+def _sparse_unbiased_hsic(
+    n: int, rows: Tensor, cols: Tensor, a: Tensor, b: Tensor, batch: Tensor | None = None, size: int = 1
+) -> Tensor:
     """Unbiased HSIC (Song et al. 2012) of two N x N matrices A, B with zero diagonal and the same sparse
     support ``(rows, cols)``, given their values ``a`` and ``b`` there; A, B need not be symmetric.
 
     Follows the reference term by term:
     ``sum(A * B.T) + sum(A) sum(B) / ((n-1)(n-2)) - 2 sum(A @ B) / (n-2)``,
-    all over ``n(n-3)``, with ``sum(A @ B) = colsum(A) . rowsum(B)``.
+    all over ``n(n-3)``, with ``sum(A @ B) = colsum(A) . rowsum(B)``. With ``batch`` (one index in
+    ``[0, size)`` per entry) it computes ``size`` independent HSICs at once and returns shape ``(size,)``;
+    without, a 0-d tensor.
     """
-    keys = rows * n + cols
+    if rows.numel() == 0:  # no shared support: every term is 0
+        return torch.zeros(() if batch is None else size, dtype=a.dtype, device=a.device)
+    group = torch.zeros_like(rows) if batch is None else batch
+    keys = (group * n + rows) * n + cols
     order = keys.argsort()
     sorted_keys, sorted_b = keys[order], b[order]
-    transposed = cols * n + rows  # where B_ji sits, if (j, i) is in the support
+    transposed = (group * n + cols) * n + rows  # where B_ji sits, if (j, i) is in the support
     pos = torch.searchsorted(sorted_keys, transposed).clamp_max(keys.numel() - 1)
     b_t = torch.where(sorted_keys[pos] == transposed, sorted_b[pos], torch.zeros_like(a))
-    col_sum_a = torch.zeros(n, dtype=a.dtype, device=a.device).index_add_(0, cols, a)
-    row_sum_b = torch.zeros(n, dtype=b.dtype, device=b.device).index_add_(0, rows, b)
-    value = (a * b_t).sum() + a.sum() * b.sum() / ((n - 1) * (n - 2)) - 2 * (col_sum_a @ row_sum_b) / (n - 2)
-    return value / (n * (n - 3))
+
+    def total(values: Tensor, index: Tensor, bins: int) -> Tensor:
+        return torch.zeros(bins, dtype=values.dtype, device=values.device).index_add_(0, index, values)
+
+    col_sum_a = total(a, group * n + cols, size * n).view(size, n)
+    row_sum_b = total(b, group * n + rows, size * n).view(size, n)
+    value = (
+        total(a * b_t, group, size)
+        + total(a, group, size) * total(b, group, size) / ((n - 1) * (n - 2))
+        - 2 * (col_sum_a * row_sum_b).sum(1) / (n - 2)
+    ) / (n * (n - 3))
+    return value[0] if batch is None else value
 
 
 def cknna(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = None, eps: float = 0.0) -> Tensor:
@@ -128,9 +143,15 @@ def _cknna_self(v: Tensor, i: Tensor) -> Tensor:
 
 
 def _cknna_cross(vx: Tensor, ix: Tensor, vy: Tensor, iy: Tensor) -> Tensor:
-    """HSIC_u of the two cosine kernels restricted to pairs that are neighbours in both spaces."""
+    """HSIC_u of the two cosine kernels restricted to pairs that are neighbours in both spaces.
+
+    ``vy``, ``iy`` may carry a leading batch dimension (B, N, k), giving B values (permutation nulls).
+    """
+    batched = iy.ndim == 3
+    vy, iy = (vy, iy) if batched else (vy.unsqueeze(0), iy.unsqueeze(0))
     # Pairs neighbouring in both spaces: slot p of x's list matches slot q of y's list.
-    row, p, q = (ix.unsqueeze(2) == iy.unsqueeze(1)).nonzero(as_tuple=True)
-    if row.numel() == 0:
-        return torch.zeros((), dtype=torch.float64, device=vx.device)
-    return _sparse_unbiased_hsic(ix.shape[0], row, ix[row, p], vx[row, p], vy[row, q])
+    batch, row, p, q = (ix.unsqueeze(2) == iy.unsqueeze(2)).nonzero(as_tuple=True)
+    hsic = _sparse_unbiased_hsic(
+        ix.shape[0], row, ix[row, p], vx[row, p], vy[batch, row, q], batch=batch, size=iy.shape[0]
+    )
+    return hsic if batched else hsic[0]
