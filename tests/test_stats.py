@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -380,17 +379,3 @@ def test_bad_groups_are_errors():
         hierarchical_bootstrap([cell, {"target": _vector(10, 20)}])
     with pytest.raises(ValueError, match=r"groups\[1\]: 21 images"):
         hierarchical_bootstrap([cell, {"target": _vector(10, 21), "stitched": _vector(9, 21)}])
-
-
-# --- speed ----------------------------------------------------------------------------------------
-
-
-def test_two_thousand_resamples_of_five_names_are_fast():
-    cell = _cell(np.random.default_rng(12))
-    diffs = {"penalty": ("target", "stitched"), "control_penalty": ("target", "control")}
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        paired_bootstrap(cell, differences=diffs, n_resamples=2000)
-        best = min(best, time.perf_counter() - start)
-    assert best < 0.1, f"paired bootstrap took {best:.3f} s"
