@@ -19,7 +19,7 @@ def main() -> None:
     cells = [{name: rng.random(270) < 0.9 for name in NAMES} for _ in range(4)]
     diffs = {"penalty": ("target", "stitched"), "control_penalty": ("target", "control")}
     runs = {
-        "paired, 2000 resamples x 270 images x 5 models": lambda: paired_bootstrap(cells[0], differences=diffs),
+        "paired, 2000 x 270 images x 5 models": lambda: paired_bootstrap(cells[0], differences=diffs),
         "hierarchical, 4 seeds": lambda: hierarchical_bootstrap(cells, differences=diffs),
     }
     for label, run in runs.items():
