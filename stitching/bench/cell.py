@@ -20,13 +20,15 @@ from torch import nn
 
 from stitching.bench.cell_config import Cell, CellConfig
 from stitching.bench.context import CellContext
+from stitching.bench.controls import PREFIXES, clustered_noise
 from stitching.bench.record import make_record
 from stitching.bench.runtime import Runtime
+from stitching.bench.statistics import cell_statistics
 from stitching.bench.store import ResultStore
 from stitching.core.activations import ACTIVATION_BATCH_SIZE, activation_spec, paired_batches
 from stitching.core.adapters import build_adapter
 from stitching.core.evaluate import accuracy, predict
-from stitching.core.training import TrainOptions, train_adapters
+from stitching.core.training import MatchTargets, TrainLog, TrainOptions, train_adapters
 from stitching.cuts import ActivationSpec, get_cut, split_model
 from stitching.nn import num_trainable_parameters
 
@@ -85,7 +87,7 @@ def run_cell(
     ctx.barrier()  # every rank is past the cell's last collective before rank 0 removes its checkpoints
     if not ctx.is_global_zero:
         return record
-    store.write(record)
+    store.write(record, predictions=run.predictions)
     _remove_checkpoints(work_dir)
     return record
 
@@ -97,6 +99,17 @@ def _remove_checkpoints(work_dir: Path) -> None:
     for leftover_dir in (work_dir, work_dir.parent):
         if leftover_dir.is_dir() and not any(leftover_dir.iterdir()):
             leftover_dir.rmdir()
+
+
+@dataclass
+class _Control:
+    """A control of the cell: its activations per split, its adapter, and how training went."""
+
+    name: str
+    prefix: str
+    acts: dict[str, torch.Tensor]
+    adapter: nn.Module | None = None
+    log: TrainLog | None = None
 
 
 @dataclass
@@ -118,12 +131,15 @@ class _CellRun:
         self.timer = _Timer()
         self.metrics: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
+        self.predictions: dict[str, torch.Tensor] = {}
+        """Per-image predicted class on the test split, by model (kept beside the record)."""
 
     def score(self) -> None:
         self.load()
         self.baselines()
         self.least_squares()
         self.train()
+        self.statistics()
         self.alignment()
 
     def logits(self, head, inputs: torch.Tensor) -> torch.Tensor:
@@ -132,16 +148,6 @@ class _CellRun:
     def stitched_logits(self, adapter: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         back = self.target.back
         return self.logits(lambda z: back(adapter(z)), inputs)
-
-    def options(self, val_inputs: list[torch.Tensor], checkpoint: str) -> TrainOptions:
-        return TrainOptions(
-            seed=self.config.stitch_seed,
-            val=(val_inputs, self.labels["val"]),
-            device=self.ctx.device,
-            checkpoint=self.work_dir / checkpoint,
-            speed=self.ctx.speed,
-            fabric=self.ctx.fabric,
-        )
 
     def load(self) -> None:
         """Data and models: labels of every split, both models cut, their front activations (cached)."""
@@ -174,6 +180,7 @@ class _CellRun:
             source_logits = self.logits(self.source.back, self.source.acts["test"])
             self.metrics["source_acc"] = accuracy(source_logits, test)
             self.target_pred = target_logits.argmax(1)
+        self.predictions.update(labels=test, target=self.target_pred, source=source_logits.argmax(1))
 
     def build(self, init: str, train_inputs: torch.Tensor) -> nn.Module:
         """The cell's adapter from ``train_inputs`` (the source's, or a control's) to the target."""
@@ -190,81 +197,108 @@ class _CellRun:
         with self.timer("lstsq"):
             lstsq = self.build("lstsq", self.source.acts["train"]).eval()
             lstsq_logits = self.stitched_logits(lstsq, test_inputs)
+            self.predictions["lstsq"] = lstsq_logits.argmax(1)
             self.metrics["lstsq_acc"] = accuracy(lstsq_logits, self.labels["test"])
         with self.timer("adapter_init"):
             init = self.config.init
             self.adapter = lstsq if init == "lstsq" else self.build(init, self.source.acts["train"])
             init_logits = self.stitched_logits(self.adapter.eval(), test_inputs)
+            self.predictions["init"] = init_logits.argmax(1)
             self.metrics["init_acc"] = accuracy(init_logits, self.labels["test"])
 
     def train(self) -> None:
-        """Adapter training (with the random-source control in the same pass where ``Speed.fuse`` asks)."""
-        config, ctx, m = self.config, self.ctx, self.metrics
-        control = "random_source" in config.controls
-        if control:
-            with self.timer("control"):
-                self._prepare_control()
-        fused = control and ctx.speed.fused(ctx.device)
-        adapters, inputs, val_inputs = [self.adapter], [self.source.acts["train"]], [self.source.acts["val"]]
-        if fused:
-            adapters += [self.control_adapter]
-            inputs += [self.control_acts["train"]]
-            val_inputs += [self.control_acts["val"]]
-        checkpoint = "adapters.pt" if fused else "adapter.pt"
+        """Adapter training, and the controls trained exactly like it (in the same pass through the back
+        where ``Speed.fuse`` asks)."""
+        ctx, m = self.ctx, self.metrics
+        with self.timer("control"):
+            controls = [self._prepare_control(name) for name in self.config.controls]
+        fused = bool(controls) and ctx.speed.fused(ctx.device)
+        group = [(self.adapter, self.source.acts)] + [(c.adapter, c.acts) for c in controls if fused]
         with self.timer("train"):
-            log, *_ = train_adapters(
-                adapters, self.target.back, inputs, self.labels["train"], config.recipe,
-                self.options(val_inputs, checkpoint),
-            )  # fmt: skip
+            log, *control_logs = self._train(group, "adapters.pt" if fused else "adapter.pt")
         with self.timer("eval"):
             logits = self.stitched_logits(self.adapter, self.source.acts["test"])
+            self.predictions["stitched"] = logits.argmax(1)
             m["stitched_acc"] = accuracy(logits, self.labels["test"])
             m["agreement"] = (logits.argmax(1) == self.target_pred).float().mean().item()
             m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
             m["penalty"] = m["target_acc"] - m["stitched_acc"]
-        if control:
-            with self.timer("control"):
-                self._finish_control(trained=fused)
-        self.extra.update(self._describe(log, fused))
+        with self.timer("control"):
+            for i, control in enumerate(controls):
+                own = [(control.adapter, control.acts)]
+                control.log = control_logs[i] if fused else self._train(own, f"{control.name}.pt")[0]
+                self._score_control(control)
+        self.extra.update(self._describe(log, fused, controls))
 
-    def _prepare_control(self) -> None:
-        """The random-source control: an untrained source of the same architecture, its activations, and
-        its adapter (initialised like the stitched one) with that adapter's accuracy before training."""
+    def _train(self, group: list[tuple[nn.Module, dict[str, torch.Tensor]]], checkpoint: str) -> list:
         config, ctx = self.config, self.ctx
-        cut = self.cut_of["source"]
+        targets = None if config.objective == "task" else MatchTargets.of(self.target.acts["train"])
+        options = TrainOptions(
+            seed=config.stitch_seed,
+            val=([acts["val"] for _, acts in group], self.labels["val"]),
+            device=ctx.device,
+            checkpoint=self.work_dir / checkpoint,
+            speed=ctx.speed,
+            fabric=ctx.fabric,
+            objective=config.objective,
+            targets=targets,
+        )
+        adapters, inputs = [a for a, _ in group], [acts["train"] for _, acts in group]
+        labels = self.labels["train"]
+        return train_adapters(adapters, self.target.back, inputs, labels, config.recipe, options)
+
+    def _prepare_control(self, name: str) -> _Control:
+        """A control's activations, its adapter (initialised like the stitched one) and that adapter's
+        accuracy before training."""
+        control = _Control(name, PREFIXES[name], self._control_activations(name))
+        control.adapter = self.build(self.config.init, control.acts["train"])
+        init_logits = self.stitched_logits(control.adapter.eval(), control.acts["test"])
+        self.metrics[f"{control.prefix}_init_acc"] = accuracy(init_logits, self.labels["test"])
+        return control
+
+    def _control_activations(self, name: str) -> dict[str, torch.Tensor]:
+        config, ctx = self.config, self.ctx
+        if name == "clustered_noise":
+            seed, acts = config.stitch_seed, self.source.acts
+            return {
+                split: clustered_noise(self.labels[split], acts[split], self.num_classes, seed, i + 1)
+                for i, split in enumerate(SPLITS)
+            }
+        cut = self.cut_of["source"]  # random_source: an untrained source of the same architecture
         random_source = ctx.random_model(config.source.name, config.stitch_seed, self.num_classes)
         front, _ = split_model(random_source, cut.name)
         identity = {"random": config.source.name, "seed": config.stitch_seed, "cut": cut.name}
-        self.control_acts = {s: ctx.front_activations(identity, front, config.dataset, s) for s in SPLITS}
-        self.control_adapter = self.build(config.init, self.control_acts["train"])
-        init_logits = self.stitched_logits(self.control_adapter.eval(), self.control_acts["test"])
-        self.metrics["control_init_acc"] = accuracy(init_logits, self.labels["test"])
+        return {s: ctx.front_activations(identity, front, config.dataset, s) for s in SPLITS}
 
-    def _finish_control(self, trained: bool) -> None:
-        m = self.metrics
-        if not trained:
-            train_adapters(
-                [self.control_adapter], self.target.back, [self.control_acts["train"]], self.labels["train"],
-                self.config.recipe, self.options([self.control_acts["val"]], "control.pt"),
-            )  # fmt: skip
-        logits = self.stitched_logits(self.control_adapter, self.control_acts["test"])
-        m["control_acc"] = accuracy(logits, self.labels["test"])
-        m["control_penalty"] = m["target_acc"] - m["control_acc"]
+    def _score_control(self, control: _Control) -> None:
+        m, prefix = self.metrics, control.prefix
+        logits = self.stitched_logits(control.adapter, control.acts["test"])
+        self.predictions[control.name] = logits.argmax(1)
+        m[f"{prefix}_acc"] = accuracy(logits, self.labels["test"])
+        m[f"{prefix}_penalty"] = m["target_acc"] - m[f"{prefix}_acc"]
 
-    def _describe(self, log, fused: bool) -> dict[str, Any]:
+    def _describe(self, log: TrainLog, fused: bool, controls: list[_Control]) -> dict[str, Any]:
         return {
             "adapter_params": num_trainable_parameters(self.adapter),
             "training": {
-                "initial": log.initial,
+                **_log_summary(log),
                 "epochs": log.epochs,
                 "steps": log.steps,
                 "resumed_from_epoch": log.resumed_from_epoch,
                 "fused_control": fused,
                 "devices": log.devices,
+                "controls": {c.name: _log_summary(c.log) for c in controls},
             },
             "base_models": {"source": self.source.info, "target": self.target.info},
             "specs": {"source": _spec_dict(self.source.spec), "target": _spec_dict(self.target.spec)},
         }
+
+    def statistics(self) -> None:
+        """Intervals of every accuracy and penalty, and the McNemar p-value, from the test predictions."""
+        with self.timer("statistics"):
+            stats = cell_statistics({k: v.cpu().numpy() for k, v in self.predictions.items()})
+        self.metrics["penalty_p"] = stats.pop("penalty_p")
+        self.extra["statistics"] = stats
 
     def alignment(self) -> None:
         """Alignment metrics between the two cuts' test activations."""
@@ -281,6 +315,19 @@ class _CellRun:
             y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=self.target.num_prefix_tokens)
             for name in config.metrics:
                 self.metrics[name] = float(get_metric(name)(x, y))
+
+
+def _log_summary(log: TrainLog) -> dict[str, Any]:
+    """How training ended: its initial validation score, epochs run, best epoch, and whether it converged."""
+    last = log.epochs[-1] if log.epochs else {}
+    return {
+        "initial": log.initial,
+        "epochs_run": len(log.epochs),
+        "best_epoch": log.best_epoch,
+        "converged": log.converged,
+        "final_val_loss": last.get("val_loss"),
+        "final_train_loss": last.get("loss"),
+    }
 
 
 def _spec_dict(spec: ActivationSpec) -> dict:

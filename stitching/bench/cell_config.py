@@ -69,6 +69,8 @@ class CellConfig:
     """Seed of the adapter's initialisation and of the order of training samples."""
     recipe: Recipe
     """How the adapter is trained."""
+    objective: str = "task"
+    """What the adapter is trained for: ``task``, ``match`` or ``task+match``."""
     controls: tuple[str, ...] = ()
     """Controls trained beside the stitched adapter (``random_source``)."""
     metrics: tuple[str, ...] = ()

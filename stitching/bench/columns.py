@@ -19,6 +19,10 @@ CELL_METRICS: dict[str, bool] = {
     "control_init_acc": True,
     "control_acc": True,
     "control_penalty": False,
+    "noise_init_acc": True,
+    "noise_acc": True,
+    "noise_penalty": False,
+    "penalty_p": False,
 }
 """Accuracy-type metrics of a cell -> whether higher is better."""
 
@@ -29,3 +33,15 @@ ID_COLUMNS: frozenset[str] = frozenset(
 
 NOT_ALIGNMENT: frozenset[str] = frozenset(CELL_METRICS) | ID_COLUMNS
 """Numeric cell-table columns that are not alignment metrics."""
+
+ALIGNMENT_SUFFIXES = ("_p", "_null95", "_calibrated")
+"""Columns derived from an alignment metric's permutation test: its p-value, the null's 95th percentile
+and the calibrated score (``stitching.metrics.permutation_test``)."""
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """``("linear_cka", "_p")`` for ``"linear_cka_p"``; ``(name, "")`` for a plain metric."""
+    for suffix in ALIGNMENT_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], suffix
+    return name, ""

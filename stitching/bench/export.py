@@ -16,6 +16,7 @@ import yaml
 
 from stitching._utils import atomic_write
 from stitching.bench.cell_config import BaseModel, Cell
+from stitching.core.training import MIN_DELTA
 
 
 def fit_config(cell: Cell, accelerator: str = "auto") -> dict[str, Any]:
@@ -33,6 +34,7 @@ def fit_config(cell: Cell, accelerator: str = "auto") -> dict[str, Any]:
                 "adapter": asdict(c.adapter_config),
                 "optimizer": asdict(c.recipe.optimization),
                 "seed": c.stitch_seed,
+                "objective": c.objective,
             },
         },
         "data": {
@@ -43,8 +45,25 @@ def fit_config(cell: Cell, accelerator: str = "auto") -> dict[str, Any]:
                 "batch_size": c.recipe.batch_size,
             },
         },
-        "trainer": {"max_epochs": c.recipe.epochs, "accelerator": accelerator, "devices": 1},
+        "trainer": {
+            "max_epochs": c.recipe.epochs,
+            "accelerator": accelerator,
+            "devices": 1,
+            "callbacks": _early_stopping(c.recipe.patience),
+        },
     }
+
+
+def _early_stopping(patience: int | None) -> list[dict[str, Any]]:
+    """With patience: stop on the validation loss and test the best epoch's adapter, as the cached loop."""
+    if patience is None:
+        return []
+    monitor = {"monitor": "val/loss", "mode": "min"}
+    return [
+        {"class_path": "lightning.pytorch.callbacks.EarlyStopping",
+         "init_args": {**monitor, "patience": patience, "min_delta": MIN_DELTA}},
+        {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": monitor},
+    ]  # fmt: skip
 
 
 def export_fit(cell: Cell, path: str | Path, accelerator: str = "auto") -> Path:

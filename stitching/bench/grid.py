@@ -10,6 +10,7 @@ from stitching._utils import did_you_mean
 from stitching.adapters.config import INITS
 from stitching.bench.cell_config import BaseModel, Cell, CellConfig, SuiteRef
 from stitching.bench.suite import CONTROLS, ModelEntry, Suite, SuiteError
+from stitching.core.training import OBJECTIVES
 
 
 @cache
@@ -116,8 +117,8 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
             cut_pairs = list(itertools.product(src_cuts, tgt_cuts))
         else:
             cut_pairs = list(zip(src_cuts, tgt_cuts, strict=False))
-        for (src_cut, tgt_cut), adapter, init, stitch_seed in itertools.product(
-            cut_pairs, suite.adapters, suite.inits, suite.stitch_seeds
+        for (src_cut, tgt_cut), adapter, init, objective, stitch_seed in itertools.product(
+            cut_pairs, suite.adapters, suite.inits, suite.objectives, suite.stitch_seeds
         ):
             if init == "identity" and src_cut.spec.channels != tgt_cut.spec.channels:
                 continue  # identity init needs equal channels; other inits cover this cut pair
@@ -134,6 +135,7 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
                 init=init,
                 stitch_seed=stitch_seed,
                 recipe=suite.recipe,
+                objective=objective,
                 controls=tuple(suite.controls),
                 metrics=tuple(suite.metrics),
                 metric_reduction=suite.metric_reduction,
@@ -153,12 +155,15 @@ def validate_static(suite: Suite) -> list[str]:
             problems.append(f"models.{key}.seeds: give at least one seed")
         if entry.train and entry.pretrained:
             problems.append(f"models.{key}: 'train' and 'pretrained' exclude each other; choose one")
-    for init in suite.inits:
-        if init not in INITS:
-            problems.append(f"inits: unknown init {init!r}; valid: {', '.join(INITS)}")
-    for control in suite.controls:
-        if control not in CONTROLS:
-            problems.append(f"controls: unknown control {control!r}; valid: {', '.join(CONTROLS)}")
+    for axis, values, valid in (
+        ("inits", suite.inits, INITS),
+        ("objectives", suite.objectives, OBJECTIVES),
+        ("controls", suite.controls, CONTROLS),
+    ):
+        for value in values:
+            if value not in valid:
+                hint = did_you_mean(value, valid)
+                problems.append(f"{axis}: unknown {axis[:-1]} {value!r}; {hint}valid: {', '.join(valid)}")
     for src_key, tgt_key in suite.pairs.explicit:
         for k in (src_key, tgt_key):
             if k not in suite.models:

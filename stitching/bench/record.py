@@ -13,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from stitching.bench.columns import CELL_METRICS as HIGHER_IS_BETTER
+from stitching.bench.columns import split_suffix
 
-SCHEMA = "stitching.cell/1"
+SCHEMA = "stitching.cell/2"
 """Version of the record layout; a record of another version is refused when read."""
+READABLE = ("stitching.cell/1", SCHEMA)
+"""Versions this code reads: version 1 is version 2 without ``statistics`` (and without kept predictions)."""
 
 
 class RecordError(ValueError):
@@ -56,6 +59,9 @@ class CellRecord:
     """How the source and target models were obtained (trained, loaded, cached)."""
     specs: dict[str, Any] | None = None
     """Activation shapes at the two cuts."""
+    statistics: dict[str, Any] | None = None
+    """95% intervals of every accuracy and penalty, the McNemar p-value, the method and test-set size
+    (``stitching.bench.statistics``), recomputable from the kept predictions."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; extra fields left as None are left out, as before they were typed."""
@@ -68,7 +74,7 @@ class CellRecord:
         if not isinstance(data, dict):
             raise RecordError(f"{source}: a cell record must be a JSON object, got {type(data).__name__}")
         schema = data.get("schema")
-        if schema != SCHEMA:
+        if schema not in READABLE:
             raise RecordError(
                 f"{source}: record schema {schema!r}, but this code reads {SCHEMA!r}; "
                 "re-run the cell or read it with the version that wrote it"
@@ -81,7 +87,7 @@ class CellRecord:
         return cls(**data)
 
 
-_EXTRA = ("adapter_params", "training", "base_models", "specs")
+_EXTRA = ("adapter_params", "training", "base_models", "specs", "statistics")
 
 PACKAGES = ("stitching", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
 
@@ -125,8 +131,9 @@ def metric_directions(metrics: dict[str, float]) -> dict[str, bool]:
     for name in metrics:
         if name in HIGHER_IS_BETTER:
             directions[name] = HIGHER_IS_BETTER[name]
-        else:
-            directions[name] = bool(get_metric(name).higher_is_better)
+            continue
+        base, suffix = split_suffix(name)
+        directions[name] = False if suffix == "_p" else bool(get_metric(base).higher_is_better)
     return directions
 
 

@@ -1,12 +1,20 @@
-"""Results store: one JSON record per cell, written atomically: a killed run loses and duplicates nothing."""
+"""Results store: one JSON record per cell, written atomically: a killed run loses and duplicates nothing.
+
+Beside each record, ``predictions/<cell_id>.npz`` keeps the cell's per-image test predictions (labels,
+target, source, lstsq, init, stitched, each control): every statistic of the leaderboard is recomputed from
+them, without the models. They are written before the record, so a record implies its predictions.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from stitching._utils import atomic_write
 from stitching.bench.record import CellRecord
@@ -24,6 +32,7 @@ class ResultStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.cells_dir = self.root / "cells"
+        self.predictions_dir = self.root / "predictions"
 
     def path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.json"
@@ -31,10 +40,34 @@ class ResultStore:
     def has(self, cell_id: str) -> bool:
         return self.path(cell_id).is_file()
 
-    def write(self, record: dict[str, Any]) -> Path:
-        """Atomically write ``record`` (which must carry ``cell_id``) and return its path."""
+    def write(self, record: dict[str, Any], predictions: Mapping[str, Any] | None = None) -> Path:
+        """Atomically write ``record`` (which must carry ``cell_id``), after its ``predictions`` (per-image
+        predicted classes by model, and the ``labels``) if given; returns the record's path."""
+        if predictions is not None:
+            self.write_predictions(record["cell_id"], predictions)
         text = json.dumps(record, indent=2, sort_keys=True, default=_jsonable) + "\n"
         return atomic_write(self.path(record["cell_id"]), text)
+
+    def predictions_path(self, cell_id: str) -> Path:
+        return self.predictions_dir / f"{cell_id}.npz"
+
+    def write_predictions(self, cell_id: str, predictions: Mapping[str, Any]) -> Path:
+        """Per-image predictions of a cell, compressed (int16 class indices)."""
+        arrays = {name: np.asarray(_numpy(v), dtype=np.int16) for name, v in predictions.items()}
+        lengths = {len(a) for a in arrays.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"cell {cell_id}: predictions of different lengths {sorted(lengths)}")
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return atomic_write(self.predictions_path(cell_id), buffer.getvalue())
+
+    def predictions(self, cell_id: str) -> dict[str, np.ndarray] | None:
+        """A cell's per-image predictions by model (``labels`` included), or None when not kept."""
+        path = self.predictions_path(cell_id)
+        if not path.is_file():
+            return None
+        with np.load(path, allow_pickle=False) as data:  # never unpickles
+            return {name: data[name].astype(np.int64) for name in data.files}
 
     def read(self, cell_id: str) -> dict[str, Any]:
         """The record of ``cell_id`` as stored (JSON), checked against this version's schema first."""
@@ -59,6 +92,10 @@ class ResultStore:
 
     def __len__(self) -> int:
         return len(self.finished_ids())
+
+
+def _numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
 
 
 def _jsonable(obj: Any) -> Any:

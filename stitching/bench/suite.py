@@ -15,7 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from jsonargparse import ArgumentParser
@@ -78,6 +78,10 @@ class CutSpec:
     """``matched``: source and target cut at the same depth index; ``matrix``: every source x target cut."""
 
 
+Control = Literal["random_source", "clustered_noise"]
+"""A control stitched beside every cell."""
+
+
 @dataclass
 class Suite:
     """A whole benchmark: expanded into cells by :func:`stitching.bench.grid.expand_suite`."""
@@ -104,8 +108,13 @@ class Suite:
     """Seeds of adapter training, each a cell of its own."""
     recipe: Recipe = field(default_factory=Recipe)
     """How every adapter is trained (optimiser, schedule, epochs, batch size)."""
+    objectives: list[str] = field(default_factory=lambda: ["task"])
+    """What adapters are trained for, each a cell of its own: ``task`` (the target's loss through its back),
+    ``match`` (squared error to the target's activation at its cut), ``task+match``."""
     controls: list[str] = field(default_factory=lambda: ["random_source"])
-    """Control runs scored beside each cell (``random_source``: an adapter fed a random source model)."""
+    """Controls trained and scored beside each cell exactly like the real source: ``random_source`` (an
+    untrained source of the same architecture) and ``clustered_noise`` (per-class Gaussian clusters in the
+    source activation's shape: the label and nothing else about the image; Smith et al., ICML 2025)."""
     metrics: list[str] = field(default_factory=list)
     """Alignment metrics between the activations at the two cuts (``stitching.metrics.list_metrics()``)."""
     metric_reduction: Literal["mean", "flatten", "cls"] = "mean"
@@ -116,7 +125,7 @@ class Suite:
     """Where the suite was loaded from (filled in by ``load_suite``)."""
 
 
-CONTROLS = ("random_source",)
+CONTROLS: tuple[str, ...] = get_args(Control)
 
 
 def load_suite(path: str | Path) -> Suite:

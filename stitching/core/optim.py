@@ -60,9 +60,12 @@ class Recipe(OptimizerSpec):
     """How each adapter of a benchmark cell is trained: the optimiser, and how long on what batches."""
 
     epochs: int = 10
-    """Passes over the training split."""
+    """Passes over the training split; with ``patience``, the most it may take."""
     batch_size: int = 128
     """Training samples per step."""
+    patience: int | None = None
+    """Stop when the validation loss has not improved for this many epochs and keep the best epoch's
+    adapter (``converged: true``); ``None``: train all ``epochs`` and report whether it had converged."""
 
     @property
     def optimization(self) -> OptimizerSpec:

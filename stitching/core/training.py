@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -55,23 +55,67 @@ class EpochOrderSampler(Sampler[int]):
         return self.num_samples
 
 
+MIN_DELTA = 1e-3
+"""The smallest decrease of the validation cross-entropy (nats) that counts as an improvement."""
+
+Objective = Literal["task", "match", "task+match"]
+"""What an adapter is trained for: ``task``, the target's task loss through its frozen back (cross-entropy);
+``match``, the mean squared error to the target's own activation at its cut, divided by that activation's
+variance (direct matching, which keeps the stitched activation in distribution: arXiv 2412.11299);
+``task+match``, their sum."""
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
+
+
+MATCH_SCALE_ROWS = 1024
+"""Training rows from which the variance that normalises the ``match`` loss is estimated."""
+
+
+@dataclass
+class MatchTargets:
+    """The target's own activations at its cut (training split), for the ``match`` objectives."""
+
+    activations: torch.Tensor
+    """(N, ...) target activations, in the order of the training inputs."""
+    scale: float = 1.0
+    """The squared error is divided by this (the activations' variance), so that losses are scale-free."""
+
+    @classmethod
+    def of(cls, activations: torch.Tensor) -> MatchTargets:
+        """With ``scale`` estimated from the first :data:`MATCH_SCALE_ROWS` rows."""
+        variance = activations[:MATCH_SCALE_ROWS].float().var().item()
+        return cls(activations, max(variance, 1e-12))
+
+
 def stitch_losses(
     adapters: Sequence[Callable[[torch.Tensor], torch.Tensor]],
     back: Callable[[torch.Tensor], torch.Tensor],
     batches: Sequence[torch.Tensor],
     labels: torch.Tensor,
     denominator: int | None = None,
+    objective: Objective = "task",
+    targets: tuple[torch.Tensor, float] | None = None,
 ) -> torch.Tensor:
-    """One training step's loss: each adapter's cross-entropy through the frozen ``back``, one value per
-    adapter (summed over its batch and divided by ``denominator``, default the batch size: the mean).
+    """One training step's loss, one value per adapter, summed over its batch and divided by
+    ``denominator`` (default the batch size: the mean).
 
-    The adapters' outputs are concatenated so that the back runs once for all of them; the back is in eval
-    mode, so samples stay independent and each adapter's gradient is as if it were trained alone.
+    ``task``: cross-entropy through the frozen ``back``; the adapters' outputs are concatenated so that the
+    back runs once for all of them (it is in eval mode, so samples stay independent and each adapter's
+    gradient is as if it were trained alone). ``match``/``task+match`` add the squared error to ``targets``
+    = (the target's activations for this batch, their variance), averaged over elements.
     """
     outs = [adapter(x) for adapter, x in zip(adapters, batches, strict=True)]
-    logits = back(outs[0] if len(outs) == 1 else torch.cat(outs)).float()
-    losses = F.cross_entropy(logits, labels.repeat(len(outs)), reduction="none").view(len(outs), -1)
-    return losses.sum(1) / (denominator or len(labels))
+    losses = torch.zeros(len(outs), device=labels.device)
+    if objective != "match":
+        logits = back(outs[0] if len(outs) == 1 else torch.cat(outs)).float()
+        ce = F.cross_entropy(logits, labels.repeat(len(outs)), reduction="none").view(len(outs), -1)
+        losses = losses + ce.sum(1)
+    if objective != "task":
+        if targets is None:
+            raise ValueError(f"objective {objective!r} needs the target's activations (targets=)")
+        wanted, scale = targets
+        errors = [((out.float() - wanted.float()) ** 2).flatten(1).mean(1).sum() / scale for out in outs]
+        losses = losses + torch.stack(errors)
+    return losses / (denominator or len(labels))
 
 
 @dataclass
@@ -96,6 +140,11 @@ class TrainLog:
     """Validation accuracy before the first step."""
     devices: int = 1
     """How many devices (DDP ranks) trained the adapter."""
+    best_epoch: int = 0
+    """The epoch with the lowest validation loss (0: the initialisation)."""
+    converged: bool | None = None
+    """True when the validation loss stopped improving for ``patience`` epochs before the last epoch (or,
+    without patience, did not improve over the last quarter of the epochs); None without validation."""
 
 
 @dataclass
@@ -114,6 +163,10 @@ class TrainOptions:
     """Speed switches (precision, memory format, compile, pinned memory)."""
     fabric: Any = None
     """A launched Lightning Fabric for DDP (one process per device), or None."""
+    objective: Objective = "task"
+    """What the adapters are trained for (:data:`Objective`)."""
+    targets: MatchTargets | None = None
+    """The target's activations at its cut, for the ``match`` objectives."""
 
 
 def train_adapter(
@@ -146,7 +199,12 @@ def train_adapters(
     All adapters see the same order of samples (:func:`epoch_order` of ``options.seed``), so each ends
     exactly as if trained alone: each adapter's BatchNorm sees only its own chunk, and the loss is the sum of
     the per-adapter mean losses. ``recipes`` may differ per adapter in optimiser, learning rate, weight decay
-    and schedule; epochs and batch size are shared. Returns one :class:`TrainLog` per adapter.
+    and schedule; epochs, batch size and patience are shared. Returns one :class:`TrainLog` per adapter.
+
+    Convergence: after every epoch each adapter's validation cross-entropy is compared with its best so far
+    (an improvement must exceed :data:`MIN_DELTA`). With ``recipe.patience`` training stops once no adapter
+    has improved for that many epochs, and each adapter is restored to its best epoch. ``TrainLog.converged``
+    says whether the loss had stopped improving (see :class:`TrainLog`).
 
     With a launched Lightning ``options.fabric`` (DDP, one process per device) every rank must call this with
     the same arguments: each rank takes its share of every batch, gradients are averaged across ranks (scaled
@@ -158,6 +216,8 @@ def train_adapters(
         raise ValueError(f"{len(adapters)} adapters but {len(inputs)} input tensors; give one per adapter")
     loop = _Loop.start(list(adapters), back, list(inputs), labels, recipes, options or TrainOptions())
     for epoch in range(loop.start_epoch, loop.epochs):
+        if loop.patience_ran_out(epoch):
+            break
         loop.run_epoch(epoch)
     return loop.finish()
 
@@ -181,29 +241,32 @@ class _Loop:
     start_epoch: int = 0
     started: float = 0.0
     cpu_started: float = 0.0
+    patience: int | None = None
+    best: list[dict] = field(default_factory=list)
 
     @classmethod
     def start(cls, adapters, back, inputs, labels, recipes, options: TrainOptions) -> _Loop:
         recipes = [recipes] * len(adapters) if isinstance(recipes, Recipe) else list(recipes)
         epochs, batch_size = recipes[0].epochs, recipes[0].batch_size
-        if any((r.epochs, r.batch_size) != (epochs, batch_size) for r in recipes):
-            raise ValueError("adapters trained in one pass must share epochs and batch_size; train apart")
+        if len({(r.epochs, r.batch_size, r.patience) for r in recipes}) > 1:
+            raise ValueError("adapters trained in one pass must share epochs, batch_size and patience")
         total = epochs * math.ceil(len(labels) / batch_size)
         optimizers = [r.build(a.parameters(), total) for a, r in zip(adapters, recipes, strict=True)]
         logs = [TrainLog() for _ in adapters]
-        start_epoch = _resume(options.checkpoint, adapters, optimizers, logs)
+        start_epoch, best = _resume(options.checkpoint, adapters, optimizers, logs)
         with torch.no_grad():  # the back's memory format follows the adapter's output
             example = adapters[0].eval()(inputs[0][:2].to(options.device, torch.float32))
         loop = cls(
             adapters, _distribute(adapters, options.fabric), back, inputs, labels.to(options.device),
             optimizers, options, epochs, batch_size, options.speed.prepare_back(back, example),
-            options.speed.memory_format(example), logs, start_epoch,
+            options.speed.memory_format(example), logs, start_epoch, patience=recipes[0].patience, best=best,
         )  # fmt: skip
         loop.started = time.perf_counter() - logs[0].seconds
         loop.cpu_started = time.process_time() - logs[0].cpu_seconds
         if options.val is not None and start_epoch == 0:
-            for log, acc in zip(logs, loop.evaluate(), strict=True):
-                log.initial = {"epoch": 0, "val_acc": acc, **loop.elapsed()}
+            for i, (acc, loss) in enumerate(loop.evaluate()):
+                logs[i].initial = {"epoch": 0, "val_acc": acc, "val_loss": loss, **loop.elapsed()}
+                loop.best.append({"epoch": 0, "loss": loss, "state": _copy_state(adapters[i])})
         return loop
 
     @property
@@ -217,16 +280,28 @@ class _Loop:
             "cpu_seconds": time.process_time() - self.cpu_started,
         }
 
-    def evaluate(self) -> list[float]:
-        """Validation accuracy of every adapter (each rank over the whole split, on its own device)."""
+    def evaluate(self) -> list[tuple[float, float]]:
+        """Validation accuracy and cross-entropy of every adapter (each rank over the whole split)."""
         val_inputs, val_labels = self.options.val
         device, speed = self.options.device, self.options.speed
-        for a in self.adapters:
+        scores = []
+        for a, x in zip(self.adapters, val_inputs, strict=True):
             a.eval()
-        return [
-            accuracy(predict(lambda z, a=a: self.back(a(z)), x, device=device, speed=speed), val_labels)
-            for a, x in zip(self.adapters, val_inputs, strict=True)
-        ]
+            logits = predict(lambda z, a=a: self.back(a(z)), x, device=device, speed=speed)
+            loss = F.cross_entropy(logits, val_labels.to(logits.device)).item()
+            scores.append((accuracy(logits, val_labels), loss))
+        return scores
+
+    def patience_ran_out(self, epoch: int) -> bool:
+        """True when, with patience, no adapter has improved for ``patience`` epochs before ``epoch``."""
+        if self.patience is None or not self.best:
+            return False
+        return all(epoch - best["epoch"] >= self.patience for best in self.best)
+
+    def _track_best(self, epoch: int, losses: list[float]) -> None:
+        for i, loss in enumerate(losses):
+            if loss < self.best[i]["loss"] - MIN_DELTA:
+                self.best[i] = {"epoch": epoch, "loss": loss, "state": _copy_state(self.adapters[i])}
 
     def run_epoch(self, epoch: int) -> None:
         for a in self.adapters:
@@ -243,12 +318,14 @@ class _Loop:
                 continue
             share = idx[rank::world]  # this rank's part of the batch
             batches = _gather(self.inputs, share, device, pin, self.fmt)
+            targets = self._match_targets(share)
             with speed.autocast(device):
                 # per adapter: its own mean loss over the whole batch (this rank's part of it), so gradients
                 # match training alone on one device; DDP averages over ranks, hence the factor ``world``
                 losses = stitch_losses(
-                    self.modules, self._back, batches, self.labels[share.to(device)], len(idx)
-                )
+                    self.modules, self._back, batches, self.labels[share.to(device)], len(idx),
+                    self.options.objective, targets,
+                )  # fmt: skip
             for opt, _ in self.optimizers:
                 opt.zero_grad(set_to_none=True)
             (losses.sum() * world).backward()
@@ -259,6 +336,13 @@ class _Loop:
             steps += 1
         self._log_epoch(epoch, loss_sum, steps)
 
+    def _match_targets(self, share: torch.Tensor) -> tuple[torch.Tensor, float] | None:
+        targets = self.options.targets
+        if self.options.objective == "task" or targets is None:
+            return None
+        (batch,) = _gather([targets.activations], share, self.options.device, False, self.fmt)
+        return batch, targets.scale
+
     def _back(self, z: torch.Tensor) -> torch.Tensor:
         return self.run_back(z.contiguous(memory_format=self.fmt))
 
@@ -266,24 +350,35 @@ class _Loop:
         fabric = self.options.fabric
         if fabric is not None:
             loss_sum = fabric.all_reduce(loss_sum, reduce_op="sum")
-        accs = self.evaluate() if self.options.val is not None else [None] * len(self.adapters)
+        scores = self.evaluate() if self.options.val is not None else [None] * len(self.adapters)
+        if self.best:
+            self._track_best(epoch + 1, [score[1] for score in scores])
         elapsed = self.elapsed()
-        for log, loss, acc in zip(self.logs, (loss_sum / max(1, steps)).tolist(), accs, strict=True):
+        for log, loss, score in zip(self.logs, (loss_sum / max(1, steps)).tolist(), scores, strict=True):
             entry = {"epoch": epoch + 1, "loss": loss, **elapsed}
-            if acc is not None:
-                entry["val_acc"] = acc
+            if score is not None:
+                entry["val_acc"], entry["val_loss"] = score
             log.epochs.append(entry)
             log.steps += steps
             log.seconds, log.cpu_seconds = elapsed["seconds"], elapsed["cpu_seconds"]
             log.devices = self.rank_world[1]
         if self.options.checkpoint is not None and self.rank_world[0] == 0:
-            _save(self.options.checkpoint, self.adapters, self.optimizers, self.logs, epoch + 1)
+            _save(self.options.checkpoint, self, epoch + 1)
         if fabric is not None:
             fabric.barrier()  # no rank runs ahead of the checkpoint
 
     def finish(self) -> list[TrainLog]:
+        """Mark convergence, restore the best epochs (with patience), put the adapters in eval mode."""
         elapsed = self.elapsed()
-        for a, log in zip(self.adapters, self.logs, strict=True):
+        ran = len(self.logs[0].epochs)
+        for i, (a, log) in enumerate(zip(self.adapters, self.logs, strict=True)):
+            if self.best:
+                best = self.best[i]
+                log.best_epoch = best["epoch"]
+                window = self.patience if self.patience is not None else max(1, self.epochs // 4)
+                log.converged = ran - best["epoch"] >= window
+                if self.patience is not None:
+                    a.load_state_dict(best["state"])
             a.eval()
             log.seconds, log.cpu_seconds = elapsed["seconds"], elapsed["cpu_seconds"]
         return self.logs
@@ -320,21 +415,27 @@ def _gather(inputs, idx, device, pin, fmt) -> list[torch.Tensor]:
     return out
 
 
-def _save(path, adapters, optimizers, logs, epoch) -> None:
+def _copy_state(adapter: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in adapter.state_dict().items()}
+
+
+def _save(path, loop: _Loop, epoch: int) -> None:
     state = {
-        "adapters": [a.state_dict() for a in adapters],
-        "optimizers": [opt.state_dict() for opt, _ in optimizers],
-        "schedulers": [sched.state_dict() for _, sched in optimizers],
-        "logs": [log.__dict__ for log in logs],
+        "adapters": [a.state_dict() for a in loop.adapters],
+        "optimizers": [opt.state_dict() for opt, _ in loop.optimizers],
+        "schedulers": [sched.state_dict() for _, sched in loop.optimizers],
+        "logs": [log.__dict__ for log in loop.logs],
+        "best": loop.best,
         "epoch": epoch,
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
 
-def _resume(path, adapters, optimizers, logs) -> int:
+def _resume(path, adapters, optimizers, logs) -> tuple[int, list[dict]]:
+    """Load a checkpoint into the adapters, optimisers and logs; returns (epochs done, best epochs)."""
     if path is None or not Path(path).exists():
-        return 0
+        return 0, []
     state = torch.load(path, weights_only=True)
     if len(state["adapters"]) != len(adapters):
         raise ValueError(f"checkpoint {path} holds {len(state['adapters'])} adapters, not {len(adapters)}")
@@ -347,4 +448,4 @@ def _resume(path, adapters, optimizers, logs) -> int:
     for log, saved in zip(logs, state["logs"], strict=True):
         log.__dict__.update(saved)
         log.resumed_from_epoch = state["epoch"]
-    return state["epoch"]
+    return state["epoch"], state.get("best", [])

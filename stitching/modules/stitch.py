@@ -30,7 +30,7 @@ from stitching.adapters import AdapterConfig
 from stitching.core.activations import eval_loader, front_batches
 from stitching.core.adapters import build_adapter
 from stitching.core.optim import OptimizerSpec
-from stitching.core.training import stitch_losses
+from stitching.core.training import MATCH_SCALE_ROWS, MatchTargets, Objective, stitch_losses
 from stitching.cuts import get_cut, split_model
 from stitching.nn import freeze, num_trainable_parameters
 from stitching.zoo import ModelSource, load_model
@@ -53,6 +53,9 @@ class StitchModule(L.LightningModule):
         optimizer: The adapter's optimiser and per-step schedule over the run (default AdamW, lr 1e-3, cosine
             to zero); only the adapter's parameters are optimised.
         seed: Seed of the adapter's random initialisation (the benchmark cell's ``stitch_seed``).
+        objective: ``task`` (cross-entropy through the target's back), ``match`` (squared error to the
+            target's own activation at its cut, divided by its variance on the clean training split) or
+            ``task+match`` (:data:`stitching.core.training.Objective`).
     """
 
     def __init__(
@@ -65,6 +68,7 @@ class StitchModule(L.LightningModule):
         num_classes: int = 10,
         optimizer: OptimizerSpec | None = None,
         seed: int = 0,
+        objective: Objective = "task",
     ) -> None:
         super().__init__()
         # Checkpoints store these as dicts (see below); accept them back.
@@ -86,9 +90,11 @@ class StitchModule(L.LightningModule):
                     "num_classes": num_classes,
                     "optimizer": asdict(optimizer),
                     "seed": seed,
+                    "objective": objective,
                 }
             )
-        self.optimizer_spec, self.seed = optimizer, seed
+        self.optimizer_spec, self.seed, self.objective = optimizer, seed, objective
+        self.match_scale = 1.0
         source_model = load_model(source, num_classes=num_classes)
         target_model = load_model(target, num_classes=num_classes)
         self.source_cut = get_cut(source_model, source_cut)
@@ -130,20 +136,26 @@ class StitchModule(L.LightningModule):
         resumed = self.trainer.ckpt_path is not None
         if self.adapter_config.init == "lstsq" and not resumed:
             self._init_lstsq()
+        if self.objective != "task":
+            self.match_scale = self._match_scale()
         if self.initial_adapter is None:
             self.initial_adapter = freeze(copy.deepcopy(self.adapter))
+
+    def _eval_train(self):
+        """The training split with evaluation preprocessing, from the data module."""
+        datamodule = self.trainer.datamodule
+        if not hasattr(datamodule, "eval_dataset"):
+            raise TypeError(
+                "init='lstsq' and the match objectives read the training split with evaluation "
+                f"preprocessing, which {type(datamodule).__name__} does not provide: give it an "
+                "eval_dataset(split) method (stitching.data.ImageDataModule has one)"
+            )
+        return datamodule.eval_dataset("train")
 
     def _init_lstsq(self) -> None:
         """Fit the adapter by least squares on the clean training split, in place (the optimiser holds its
         parameters already), exactly as the benchmark fits it from its cached activations."""
-        datamodule = self.trainer.datamodule
-        if not hasattr(datamodule, "eval_dataset"):
-            raise TypeError(
-                f"init='lstsq' fits on the training split with evaluation preprocessing, which "
-                f"{type(datamodule).__name__} does not provide: give it an eval_dataset(split) method "
-                "(stitching.data.ImageDataModule has one) or use adapter.init random|identity"
-            )
-        loader = eval_loader(datamodule.eval_dataset("train"))
+        loader = eval_loader(self._eval_train())
         batches = front_batches(lambda x: (self.source_front(x), self.target_front(x)), loader, self.device)
         fitted = build_adapter(
             self.source_spec, self.target_spec, self.adapter_config, "lstsq", self.seed, batches
@@ -151,11 +163,23 @@ class StitchModule(L.LightningModule):
         self.adapter.load_state_dict(fitted.state_dict())
         self.adapter.fit_stats = getattr(fitted, "fit_stats", None)
 
+    def _match_scale(self) -> float:
+        """The variance of the target's activations on the clean training split (its first rows), as the
+        benchmark computes it (:meth:`stitching.core.training.MatchTargets.of`)."""
+        loader = eval_loader(self._eval_train(), batch_size=MATCH_SCALE_ROWS)
+        return MatchTargets.of(next(iter(front_batches(self.target_front, loader, self.device)))).scale
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
         with torch.no_grad():
             h = self.source_front(x)
-        (loss,) = stitch_losses([self.adapter], self.target_back, [h], y)
+        targets = None
+        if self.objective != "task":
+            with torch.no_grad():
+                targets = (self.target_front(x), self.match_scale)
+        (loss,) = stitch_losses(
+            [self.adapter], self.target_back, [h], y, objective=self.objective, targets=targets
+        )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         return loss
 
