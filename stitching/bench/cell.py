@@ -30,6 +30,7 @@ from stitching.core.adapters import build_adapter
 from stitching.core.evaluate import accuracy, predict
 from stitching.core.training import MatchTargets, TrainLog, TrainOptions, train_adapters
 from stitching.cuts import ActivationSpec, get_cut, split_model
+from stitching.metrics import permutation_test, reduce_activation
 from stitching.nn import num_trainable_parameters
 
 SPLITS = ("train", "val", "test")
@@ -301,9 +302,8 @@ class _CellRun:
         self.extra["statistics"] = stats
 
     def alignment(self) -> None:
-        """Alignment metrics between the two cuts' test activations."""
-        from stitching.metrics import get_metric, reduce_activation
-
+        """Alignment metrics between the two cuts' test activations, each with its permutation test (its
+        p-value, the null's 95th percentile and the calibrated score)."""
         config = self.config
         if not config.metrics:
             return
@@ -314,7 +314,11 @@ class _CellRun:
             x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=self.source.num_prefix_tokens)
             y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=self.target.num_prefix_tokens)
             for name in config.metrics:
-                self.metrics[name] = float(get_metric(name)(x, y))
+                test = permutation_test(name, x, y, n_permutations=config.permutations, seed=0)
+                self.metrics[name] = test.score
+                self.metrics[f"{name}_p"] = test.p_value
+                self.metrics[f"{name}_null95"] = test.null95
+                self.metrics[f"{name}_calibrated"] = test.calibrated
 
 
 def _log_summary(log: TrainLog) -> dict[str, Any]:

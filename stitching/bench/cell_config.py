@@ -79,6 +79,8 @@ class CellConfig:
     """How activations become (N, D) rows for the metrics."""
     metric_samples: int = 1000
     """At most this many test samples enter the metrics."""
+    permutations: int = 1000
+    """Permutations in each alignment metric's permutation test."""
 
     @property
     def adapter_config(self) -> AdapterConfig:

@@ -140,6 +140,7 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
                 metrics=tuple(suite.metrics),
                 metric_reduction=suite.metric_reduction,
                 metric_samples=suite.metric_samples,
+                permutations=suite.permutations,
             )
             cells.append(Cell(config, ref))
     return cells
@@ -171,6 +172,8 @@ def validate_static(suite: Suite) -> list[str]:
     for key in suite.cuts.names:
         if key not in suite.models:
             problems.append(f"cuts.names: unknown model key {key!r}; keys: {', '.join(suite.models)}")
+    if suite.permutations < 1:
+        problems.append(f"permutations: {suite.permutations} is not a positive number of permutations")
     problems += _adapter_problems(suite.adapters)
     problems += _metric_problems(suite.metrics, suite.metric_reduction)
     problems += _dataset_problems(suite.dataset)

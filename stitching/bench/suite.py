@@ -121,6 +121,9 @@ class Suite:
     """How activations are reduced to (N, D) for the alignment metrics: ``mean``, ``flatten`` or ``cls``."""
     metric_samples: int = 1000
     """At most this many test samples enter the alignment metrics."""
+    permutations: int = 1000
+    """Permutations of the test samples in each alignment metric's permutation test
+    (``stitching.metrics.permutation_test``): records get ``<metric>_p``, ``_null95`` and ``_calibrated``."""
     source_path: str = ""
     """Where the suite was loaded from (filled in by ``load_suite``)."""
 
