@@ -18,7 +18,7 @@ calibrates the best of several layer pairs against the null of the best (see ``p
 from stitching.metrics import functional
 from stitching.metrics._registry import MetricInfo, get_metric, list_metrics, register_metric
 from stitching.metrics.cka import DebiasedCKA, LinearCKA
-from stitching.metrics.functional import reduce_activation
+from stitching.metrics.functional import DegenerateActivationError, reduce_activation
 from stitching.metrics.knn import CKNNA, MutualKNN
 from stitching.metrics.permutation import (
     MaxPermutationResult,
@@ -30,6 +30,7 @@ from stitching.metrics.permutation import (
 __all__ = [
     "CKNNA",
     "DebiasedCKA",
+    "DegenerateActivationError",
     "LinearCKA",
     "MaxPermutationResult",
     "MetricInfo",

@@ -8,8 +8,17 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from stitching.metrics.functional._checks import _centred_pair, _check_pair
+from stitching.metrics.functional._checks import (
+    DegenerateActivationError,
+    _centred_pair,
+    _check_pair,
+    _float64,
+)
 from stitching.metrics.functional.cka import _debiased_hsic_terms, _debiased_ratio
+
+_MOMENT_TOLERANCE = 1e-13
+"""Centring second moments at compute time leaves ~1e-16 of the raw moment for a constant input; a
+covariance below this fraction of it (std below ~3e-7 of the mean) counts as constant."""
 
 
 class LinearCKA(Metric):
@@ -47,7 +56,7 @@ class LinearCKA(Metric):
                 f"LinearCKA was built for Dx={self.sum_x.numel()}, Dy={self.sum_y.numel()}, got batches with "
                 f"Dx={x.shape[1]}, Dy={y.shape[1]}"
             )
-        x, y = x.detach().double(), y.detach().double()
+        x, y = _float64(x, "x", "LinearCKA"), _float64(y, "y", "LinearCKA")  # NaN/inf rejected per batch
         self.sum_xx += x.T @ x
         self.sum_yy += y.T @ y
         self.sum_xy += x.T @ y
@@ -63,8 +72,12 @@ class LinearCKA(Metric):
         cxx = self.sum_xx - torch.outer(self.sum_x, self.sum_x) / n
         cyy = self.sum_yy - torch.outer(self.sum_y, self.sum_y) / n
         norm_xx, norm_yy = torch.linalg.norm(cxx), torch.linalg.norm(cyy)
-        if norm_xx == 0 or norm_yy == 0:
-            raise ValueError("LinearCKA: x or y is constant across samples, so CKA is undefined")
+        for name, centred, raw in (("x", norm_xx, self.sum_xx), ("y", norm_yy, self.sum_yy)):
+            if not centred > _MOMENT_TOLERANCE * torch.linalg.norm(raw):
+                raise DegenerateActivationError(
+                    f"LinearCKA: {name} is constant across samples (all zeros, a dead layer or every row "
+                    "identical), so CKA is undefined; use another layer or cut"
+                )
         return cxy.square().sum() / (norm_xx * norm_yy)
 
 
@@ -74,7 +87,8 @@ class DebiasedCKA(Metric):
     ``compute() = mean_b HSIC_u(X_b, Y_b) / sqrt(mean_b HSIC_u(X_b, X_b) * mean_b HSIC_u(Y_b, Y_b))``.
     Each batch term is unbiased, so the average estimates the same population quantity as
     :func:`~stitching.metrics.functional.debiased_cka` on all samples, but it is a different (noisier) number
-    unless there is one batch. Every batch needs B >= 4; use equal batch sizes, and shuffled batches.
+    unless there is one batch. Every batch needs B >= 4; use equal batch sizes, and shuffled batches. A batch
+    that is constant on either side raises :class:`DegenerateActivationError` (its HSIC terms would be 0).
     """
 
     is_differentiable = False

@@ -8,6 +8,16 @@ import torch
 from torch import Tensor
 
 
+class DegenerateActivationError(ValueError):
+    """An activation a metric is undefined on: NaN/inf, constant across samples (all zeros, a dead layer,
+    every row identical) or, for k-NN metrics, every row pointing the same way (all similarities tied)."""
+
+
+RELATIVE_TOLERANCE = 1e-12
+"""Variation below this fraction of an input's norm is rounding residue (centring a constant column in
+float64 leaves ~1e-16 of it), so the input counts as constant."""
+
+
 def _check_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> int:
     """Check that ``x`` and ``y`` are (N, D) tensors with the same N >= ``min_samples``; return N."""
     for name, t in (("x", x), ("y", y)):
@@ -35,21 +45,38 @@ def _float64(t: Tensor, name: str, metric: str) -> Tensor:
     # Row chunks: torch.isfinite on the whole matrix allocates temporaries larger than the matrix itself.
     rows = max(1, 2**20 // max(1, t.shape[-1]))
     if not all(bool(torch.isfinite(chunk).all()) for chunk in t.split(rows)):
-        raise ValueError(f"{metric}: {name} contains NaN or inf values")
+        raise DegenerateActivationError(f"{metric}: {name} contains NaN or inf values")
     return t
 
 
 def _centred_pair(x: Tensor, y: Tensor, metric: str, min_samples: int) -> tuple[Tensor, Tensor]:
-    """Validate, convert to float64 and centre each column: the first step of every kernel metric."""
+    """Validate, convert to float64 and centre each column: the first step of every kernel metric.
+
+    Raises :class:`DegenerateActivationError` for NaN/inf or a side that is constant across samples.
+    """
     _check_pair(x, y, metric, min_samples)
     x = _float64(x, "x", metric)
     y = _float64(y, "y", metric)
-    return x.sub_(x.mean(0, keepdim=True)), y.sub_(y.mean(0, keepdim=True))  # in place: one copy per side
+    _centre_(x, "x", metric)  # in place: one copy per side
+    _centre_(y, "y", metric)
+    return x, y
 
 
-def _require_variation(t: Tensor, name: str, metric: str) -> None:
-    if not bool(t.any()):
-        raise ValueError(f"{metric}: {name} is constant across samples, so the metric is undefined")
+def _centre_(t: Tensor, name: str, metric: str) -> Tensor:
+    """Centre ``t``'s columns in place and return the column means; a constant ``t`` is an error."""
+    raw = torch.linalg.norm(t)
+    mean = t.mean(0, keepdim=True)
+    _require_variation(t.sub_(mean), name, metric, raw)
+    return mean
+
+
+def _require_variation(centred: Tensor, name: str, metric: str, raw_norm: Tensor) -> None:
+    """Error unless the centred input's norm exceeds ``RELATIVE_TOLERANCE`` times its uncentred norm."""
+    if not torch.linalg.norm(centred) > RELATIVE_TOLERANCE * raw_norm:
+        raise DegenerateActivationError(
+            f"{metric}: {name} is constant across samples (all zeros, a dead layer or every row identical, "
+            f"up to a relative {RELATIVE_TOLERANCE:g}), so the metric is undefined; use another layer or cut"
+        )
 
 
 def _warn_if_underdetermined(n: int, dims: tuple[int, ...], metric: str) -> None:

@@ -13,14 +13,15 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from stitching.metrics.functional._checks import _centred_pair, _check_pair, _require_variation
+from stitching.metrics.functional._checks import _centred_pair, _check_pair
 from stitching.metrics.functional.cca import _top_directions
 from stitching.metrics.functional.knn import (
     _check_topk,
     _cknna_cross,
-    _cknna_self,
-    nearest_neighbours,
+    _cknna_denominator,
+    _neighbours,
 )
+from stitching.metrics.functional.procrustes import _arccos_snapped
 
 NullScorer = Callable[[Tensor], Tensor]
 """``score(perms)``: ``(B, N)`` permutations of y's rows -> ``(B,)`` float64 metric values."""
@@ -40,7 +41,7 @@ def _cross_hsic(x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
     the feature form ``X^T Y[p]`` costs N Dx Dy multiply-adds in BLAS. The cheaper one is used.
     """
     n, dx, dy = x.shape[0], x.shape[1], y.shape[1]
-    if dx * dy <= 400 * n:  # a random gather costs ~400 BLAS multiply-adds here (benchmarks/README.md)
+    if dx * dy <= 150 * n:  # one gathered Gram entry costs ~150 BLAS multiply-adds (benchmarks/README.md)
         xt = x.T.contiguous()
 
         def feature(perms: Tensor) -> Tensor:
@@ -48,14 +49,10 @@ def _cross_hsic(x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
             return torch.cat(out)
 
         return feature
-    k, l_ = x @ x.T, (y @ y.T).flatten()
+    k, l_ = (x @ x.T).flatten(), y @ y.T
 
     def gram(perms: Tensor) -> Tensor:
-        out = []
-        for c in _chunks(perms, n * n):
-            flat = (c.unsqueeze(2) * n + c.unsqueeze(1)).flatten(1)  # L[p_i, p_j] in the flat layout
-            out.append((l_[flat].view(-1, n, n) * k).sum((1, 2)))
-        return torch.cat(out)
+        return torch.stack([torch.dot(k, l_.index_select(0, p).index_select(1, p).flatten()) for p in perms])
 
     return gram
 
@@ -63,8 +60,6 @@ def _cross_hsic(x: Tensor, y: Tensor) -> Callable[[Tensor], Tensor]:
 def linear_cka_null(x: Tensor, y: Tensor, form: str = "auto") -> NullScorer:
     """Fast null of :func:`~stitching.metrics.functional.linear_cka` (``form`` does not change the value)."""
     x, y = _centred_pair(x, y, "linear_cka", min_samples=2)
-    _require_variation(x, "x", "linear_cka")
-    _require_variation(y, "y", "linear_cka")
     cross = _cross_hsic(x, y)
     norms = (x.T @ x).square().sum().sqrt() * (y.T @ y).square().sum().sqrt()
     return lambda perms: cross(perms) / norms
@@ -75,8 +70,6 @@ def debiased_cka_null(x: Tensor, y: Tensor, form: str = "auto") -> NullScorer:
     from stitching.metrics.functional.cka import _debiased_hsic_terms, _debiased_ratio
 
     x, y = _centred_pair(x, y, "debiased_cka", min_samples=4)
-    _require_variation(x, "x", "debiased_cka")
-    _require_variation(y, "y", "debiased_cka")
     n = x.shape[0]
     _, hxx, hyy = _debiased_hsic_terms(x, y)
     cross = _cross_hsic(x, y)
@@ -95,8 +88,8 @@ def mutual_knn_null(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None
     """Fast null of :func:`~stitching.metrics.functional.mutual_knn`: each side's k-NN lists once."""
     n = _check_pair(x, y, "mutual_knn", min_samples=2)
     _check_topk(topk, n, "mutual_knn", minimum=1)
-    _, ix = nearest_neighbours(x, topk, block_size)
-    _, iy = nearest_neighbours(y, topk, block_size)
+    _, ix = _neighbours(x, topk, block_size, "mutual_knn", "x")
+    _, iy = _neighbours(y, topk, block_size, "mutual_knn", "y")
 
     def score(perms: Tensor) -> Tensor:
         out = []
@@ -116,9 +109,9 @@ def cknna_null(
     """Fast null of :func:`~stitching.metrics.functional.cknna`: k-NN lists and self-HSICs once."""
     n = _check_pair(x, y, "cknna", min_samples=4)
     _check_topk(topk, n, "cknna", minimum=2)
-    vx, ix = nearest_neighbours(x, topk, block_size)
-    vy, iy = nearest_neighbours(y, topk, block_size)
-    denom = (_cknna_self(vx, ix) * _cknna_self(vy, iy)).sqrt() + eps
+    vx, ix = _neighbours(x, topk, block_size, "cknna", "x")
+    vy, iy = _neighbours(y, topk, block_size, "cknna", "y")
+    denom = _cknna_denominator(vx, ix, vy, iy, eps)
 
     def score(perms: Tensor) -> Tensor:
         out = []
@@ -133,8 +126,6 @@ def cknna_null(
 def procrustes_null(x: Tensor, y: Tensor) -> NullScorer:
     """Fast null of :func:`~stitching.metrics.functional.procrustes`: centring and norms once."""
     x, y = _centred_pair(x, y, "procrustes", min_samples=2)
-    _require_variation(x, "x", "procrustes")
-    _require_variation(y, "y", "procrustes")
     if x.shape[0] < max(x.shape[1], y.shape[1]):  # N < D: the centred data's row space is smaller than D
         x, y = _row_space(x), _row_space(y)
     norms = torch.linalg.norm(x) * torch.linalg.norm(y)
@@ -156,14 +147,12 @@ def _row_space(t: Tensor) -> Tensor:
 def procrustes_distance_null(x: Tensor, y: Tensor) -> NullScorer:
     """Fast null of :func:`~stitching.metrics.functional.procrustes_distance`."""
     similarity = procrustes_null(x, y)
-    return lambda perms: torch.arccos(similarity(perms).clamp(max=1.0))
+    return lambda perms: _arccos_snapped(similarity(perms))
 
 
 def svcca_null(x: Tensor, y: Tensor, keep: int | float | None = 0.99) -> NullScorer:
     """Fast null of :func:`~stitching.metrics.functional.svcca`: each side's principal directions once."""
     x, y = _centred_pair(x, y, "svcca", min_samples=2)
-    _require_variation(x, "x", "svcca")
-    _require_variation(y, "y", "svcca")
     ux, uy = _top_directions(x, keep, "x"), _top_directions(y, keep, "y")
     uxt = ux.T.contiguous()
 

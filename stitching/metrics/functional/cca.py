@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stitching.metrics.functional._checks import _centred_pair, _require_variation, _warn_if_underdetermined
+from stitching.metrics.functional._checks import _centred_pair, _warn_if_underdetermined
 
 
 def _top_directions(x: Tensor, keep: int | float | None, name: str) -> Tensor:
@@ -35,8 +35,6 @@ def _top_directions(x: Tensor, keep: int | float | None, name: str) -> Tensor:
 def canonical_correlations(x: Tensor, y: Tensor, keep: int | float | None = 0.99) -> Tensor:
     """Canonical correlations (descending, ``min(kx, ky)`` values) between the SVD-reduced x and y."""
     x, y = _centred_pair(x, y, "svcca", min_samples=2)
-    _require_variation(x, "x", "svcca")
-    _require_variation(y, "y", "svcca")
     _warn_if_underdetermined(x.shape[0], (x.shape[1], y.shape[1]), "svcca")
     # The reduced data U_k S_k spans the same space as U_k, whose columns are orthonormal and centred,
     # so the canonical correlations are the singular values of U_x^T U_y.

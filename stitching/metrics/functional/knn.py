@@ -20,11 +20,17 @@ float64 copy of the features and one ``block_size x N`` similarity block; no N x
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch import Tensor
 
-from stitching.metrics.functional._checks import _check_pair, _float64
+from stitching.metrics.functional._checks import (
+    RELATIVE_TOLERANCE,
+    DegenerateActivationError,
+    _check_pair,
+    _float64,
+)
 
 _BLOCK_BYTES = 32 * 2**20  # similarity block budget: rows * N * 8 bytes
 
@@ -36,17 +42,38 @@ def _check_topk(topk: int, n: int, metric: str, minimum: int) -> None:
         raise ValueError(f"{metric}: topk={topk} needs N >= topk + 1 samples (self is excluded), got N={n}")
 
 
+def _require_distinct_directions(z: Tensor, metric: str, side: str) -> None:
+    """Error if every L2-normalised row is the same (or zero): all similarities then tie."""
+    mean = z.mean(0, keepdim=True)
+    rows = max(1, 2**20 // max(1, z.shape[1]))
+    spread = sum(float((chunk - mean).square().sum()) for chunk in z.split(rows)) ** 0.5
+    if not spread > RELATIVE_TOLERANCE * float(torch.linalg.norm(z)):
+        raise DegenerateActivationError(
+            f"{metric}: {side} has every row pointing the same way (constant, all zeros or all rows "
+            "identical up to scale), so all similarities tie and the neighbours are arbitrary; use another "
+            "layer or cut"
+        )
+
+
 def nearest_neighbours(x: Tensor, topk: int, block_size: int | None = None) -> tuple[Tensor, Tensor]:
     """Top-k inner-product neighbours of each L2-normalised row of ``x``, self excluded, blockwise.
 
-    Returns ``(values, indices)``, both ``(N, topk)``, values in float64 and sorted descending.
+    Returns ``(values, indices)``, both ``(N, topk)``, values in float64 and sorted descending. Raises
+    :class:`DegenerateActivationError` for NaN/inf or rows that all point the same way (all ties).
     """
+    return _neighbours(x, topk, block_size, "nearest_neighbours", "x")
+
+
+def _neighbours(
+    x: Tensor, topk: int, block_size: int | None, metric: str, side: str
+) -> tuple[Tensor, Tensor]:
     if x.ndim != 2:
-        raise ValueError(f"nearest_neighbours: x must be 2-d (N, D), got shape {tuple(x.shape)}")
+        raise ValueError(f"{metric}: {side} must be 2-d (N, D), got shape {tuple(x.shape)}")
     n = x.shape[0]
-    _check_topk(topk, n, "nearest_neighbours", minimum=1)
-    z = _float64(x, "x", "nearest_neighbours")  # one float64 copy, normalised in place
+    _check_topk(topk, n, metric, minimum=1)
+    z = _float64(x, side, metric)  # one float64 copy, normalised in place
     z /= z.norm(dim=1, keepdim=True).clamp_min(torch.finfo(z.dtype).tiny)  # zero rows stay zero
+    _require_distinct_directions(z, metric, side)
     rows = block_size or max(1, _BLOCK_BYTES // (8 * n))
     values = torch.empty(n, topk, dtype=torch.float64, device=z.device)
     indices = torch.empty(n, topk, dtype=torch.long, device=z.device)
@@ -73,8 +100,8 @@ def mutual_knn(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = No
     """
     n = _check_pair(x, y, "mutual_knn", min_samples=2)
     _check_topk(topk, n, "mutual_knn", minimum=1)
-    _, ix = nearest_neighbours(x, topk, block_size)
-    _, iy = nearest_neighbours(y, topk, block_size)
+    _, ix = _neighbours(x, topk, block_size, "mutual_knn", "x")
+    _, iy = _neighbours(y, topk, block_size, "mutual_knn", "y")
     overlap = (ix.unsqueeze(2) == iy.unsqueeze(1)).sum(dim=(1, 2))
     return overlap.double().mean() / topk
 
@@ -129,10 +156,23 @@ def cknna(x: Tensor, y: Tensor, topk: int = 10, block_size: int | None = None, e
     """
     n = _check_pair(x, y, "cknna", min_samples=4)
     _check_topk(topk, n, "cknna", minimum=2)
-    vx, ix = nearest_neighbours(x, topk, block_size)
-    vy, iy = nearest_neighbours(y, topk, block_size)
+    vx, ix = _neighbours(x, topk, block_size, "cknna", "x")
+    vy, iy = _neighbours(y, topk, block_size, "cknna", "y")
+    return _cknna_cross(vx, ix, vy, iy) / _cknna_denominator(vx, ix, vy, iy, eps)
 
-    return _cknna_cross(vx, ix, vy, iy) / ((_cknna_self(vx, ix) * _cknna_self(vy, iy)).sqrt() + eps)
+
+def _cknna_denominator(vx: Tensor, ix: Tensor, vy: Tensor, iy: Tensor, eps: float) -> Tensor:
+    """``sqrt(HSIC_u(K_k, K_k) HSIC_u(L_l, L_l)) + eps``; NaN and a warning if a self-term is not positive."""
+    product = _cknna_self(vx, ix) * _cknna_self(vy, iy)
+    if not product > 0:
+        warnings.warn(
+            "cknna: the unbiased HSIC of a masked kernel with itself is not positive (too few samples or "
+            "neighbours for this data?), so CKNNA is undefined; returning NaN. Use more samples or a larger "
+            "topk.",
+            stacklevel=3,
+        )
+        return torch.tensor(float("nan"), dtype=torch.float64, device=vx.device)
+    return product.sqrt() + eps
 
 
 def _cknna_self(v: Tensor, i: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from stitching.metrics.functional._checks import (
+    _centre_,
     _check_pair,
     _float64,
     _require_variation,
@@ -55,21 +56,22 @@ def ridge_r2(
         raise ValueError("ridge_r2: pass both x_test and y_test, or neither")
     _check_pair(x, y, "ridge_r2", min_samples=2)
     x, y = _float64(x, "x", "ridge_r2"), _float64(y, "y", "ridge_r2")
-    x_mean, y_mean = x.mean(0), y.mean(0)  # kept to centre the test pair
-    x, y = x.sub_(x_mean), y.sub_(y_mean)
-    _require_variation(x, "x", "ridge_r2")
+    x_mean = _centre_(x, "x", "ridge_r2")  # means kept to centre the test pair
+    y_raw, y_mean = torch.linalg.norm(y), y.mean(0, keepdim=True)
+    y.sub_(y_mean)  # a constant y is checked below, on whichever y is scored
     lam = alpha * float(x.square().sum()) / x.shape[1]
     if x_test is None:
         _warn_if_underdetermined(x.shape[0], (x.shape[1],), "ridge_r2")
-        x_eval, y_eval = x, y
+        x_eval, y_eval, scored = x, y, "y"
     else:
         _check_pair(x_test, y_test, "ridge_r2 (test)", min_samples=2)
         if x_test.shape[1] != x.shape[1] or y_test.shape[1] != y.shape[1]:
             raise ValueError("ridge_r2: x_test / y_test must have the same feature dims as x / y")
         x_eval = _float64(x_test, "x_test", "ridge_r2") - x_mean
-        y_eval = _float64(y_test, "y_test", "ridge_r2") - y_mean
+        y_eval, scored = _float64(y_test, "y_test", "ridge_r2"), "y_test"
+        y_raw = torch.linalg.norm(y_eval)
+        y_eval -= y_mean
+    y_centred = y_eval - y_eval.mean(0, keepdim=True)
+    _require_variation(y_centred, scored, "ridge_r2 (R^2 divides by its variance)", y_raw)
     residual = y_eval - _ridge_predict(x, y, x_eval, lam)
-    total = (y_eval - y_eval.mean(0, keepdim=True)).square().sum()
-    if total == 0:
-        raise ValueError("ridge_r2: the scored y is constant across samples, so R^2 is undefined")
-    return 1 - residual.square().sum() / total
+    return 1 - residual.square().sum() / y_centred.square().sum()
