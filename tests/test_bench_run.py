@@ -94,7 +94,7 @@ def test_leaderboard_tables_and_plots(finished, figures):
     paths = write_leaderboard(results / "tiny")
     board = pd.read_csv(paths["leaderboard_csv"])
     cells = pd.read_csv(paths["cells"])
-    assert len(cells) == 4 and list(board["rank"]) == list(range(1, len(board) + 1))
+    assert len(cells) == 4 and board["rank"].iloc[0] == 1 and board["rank"].is_monotonic_increasing
     assert board["penalty_mean"].is_monotonic_increasing
     # mean over the two resnet seed pairs equals the mean of their records
     same = cells[(cells.source == "resnet") & (cells.target == "resnet")]

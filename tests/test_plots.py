@@ -52,7 +52,7 @@ def figures(monkeypatch):
 
 
 def test_penalty_vs_depth_plots_the_mean_penalty_of_matched_cuts(frame, figures, tmp_path):
-    plots.penalty_vs_depth(frame, tmp_path / "p.png")
+    plots.penalty_vs_depth(frame, tmp_path / "p.png", leaderboard(frame))
     axes = [ax for ax in figures["p.png"].axes if ax.get_visible()]
     assert [ax.get_title() for ax in axes] == ["resnet → resnet (same arch)", "resnet → vit"]
     for ax, target in zip(axes, ("resnet", "vit"), strict=True):
@@ -65,7 +65,7 @@ def test_penalty_vs_depth_plots_the_mean_penalty_of_matched_cuts(frame, figures,
 
 
 def test_heatmaps_show_mean_stitched_accuracy_per_cut_pair(frame, figures, tmp_path):
-    paths = plots.cut_heatmaps(frame, tmp_path)
+    paths = plots.cut_heatmaps(frame, tmp_path, leaderboard(frame))
     assert set(paths) == {"resnet__resnet", "resnet__vit"}
     (ax, _colorbar) = figures["resnet__vit.png"].axes
     shown = ax.images[0].get_array()
@@ -131,7 +131,7 @@ def test_penalty_bands_and_heatmap_marks_come_from_the_leaderboard_intervals(fra
 
 
 def test_write_plots_whole_pngs_atomically(frame, tmp_path):
-    paths = plots.write_plots(frame, tmp_path)
+    paths = plots.write_plots(frame, tmp_path, leaderboard(frame))
     heatmaps = {"heatmap_resnet__resnet", "heatmap_resnet__vit"}
     assert set(paths) == {"penalty_vs_depth", "alignment_vs_stitching", *heatmaps}
     for path in paths.values():

@@ -198,7 +198,7 @@ def test_leaderboard_run_holds_the_store_leaderboard_table(store, logged):
 
 def test_leaderboard_run_holds_the_plots(store, tmp_path):
     frame = records_to_frame(store.records())
-    plots = write_plots(frame, tmp_path / "expected")
+    plots = write_plots(frame, tmp_path / "expected", leaderboard(frame))
     log_leaderboard_run(list(store.records()), project="stitching-test", mode="offline", dir=tmp_path)
     (board,) = offline_runs(tmp_path)
     images = {k.removeprefix("plots/"): v for k, v in board.summary.items() if k.startswith("plots/")}

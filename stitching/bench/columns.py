@@ -34,6 +34,25 @@ ID_COLUMNS: frozenset[str] = frozenset(
 NOT_ALIGNMENT: frozenset[str] = frozenset(CELL_METRICS) | ID_COLUMNS
 """Numeric cell-table columns that are not alignment metrics."""
 
+CELL_INTERVALS = (
+    "target_acc",
+    "source_acc",
+    "lstsq_acc",
+    "init_acc",
+    "stitched_acc",
+    "control_acc",
+    "noise_acc",
+    "penalty",
+    "control_penalty",
+    "noise_penalty",
+)
+"""Metrics whose 95% interval a record carries (``statistics.intervals``): ``<m>_low``/``<m>_high``."""
+
+INTERVAL_COLUMNS = frozenset(f"{m}_{side}" for m in CELL_INTERVALS for side in ("low", "high"))
+DESCRIPTIVE = frozenset({"n_test_images"}) | INTERVAL_COLUMNS
+"""Numeric cell-table columns added here that are neither averaged as metrics nor alignment metrics."""
+
+
 ALIGNMENT_SUFFIXES = ("_p", "_null95", "_calibrated")
 """Columns derived from an alignment metric's permutation test: its p-value, the null's 95th percentile
 and the calibrated score (``stitching.metrics.permutation_test``)."""

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from stitching._utils import atomic_path, atomic_write
-from stitching.bench.columns import ID_COLUMNS
+from stitching.bench.columns import CELL_INTERVALS, DESCRIPTIVE, ID_COLUMNS
+from stitching.bench.plots import write_plots
 from stitching.bench.statistics import LEVEL, N_RESAMPLES, SEED
 from stitching.bench.store import ResultStore
 from stitching.stats import distinguishable_from_zero, hierarchical_bootstrap, rank_groups
@@ -47,19 +48,6 @@ HEADLINE = [
     "source_acc",
     "agreement",
 ]
-CELL_INTERVALS = (
-    "target_acc",
-    "source_acc",
-    "lstsq_acc",
-    "init_acc",
-    "stitched_acc",
-    "control_acc",
-    "noise_acc",
-    "penalty",
-    "control_penalty",
-    "noise_penalty",
-)
-"""Metrics whose 95% interval a record carries (``statistics.intervals``): ``<m>_low``/``<m>_high``."""
 ROW_INTERVALS = {
     "stitched_acc": ("stitched", None),
     "penalty": ("target", "stitched"),
@@ -67,9 +55,6 @@ ROW_INTERVALS = {
     "noise_penalty": ("target", "clustered_noise"),
 }
 """Metrics with a row interval -> the prediction names they come from (an accuracy, or a difference a - b)."""
-INTERVAL_COLUMNS = frozenset(f"{m}_{side}" for m in CELL_INTERVALS for side in ("low", "high"))
-DESCRIPTIVE = frozenset({"n_test_images"}) | INTERVAL_COLUMNS
-"""Numeric cell-table columns added here that are neither averaged as metrics nor alignment metrics."""
 SELF_FLAG = "self-stitch penalty ≠ 0: harness problem?"
 UNCONVERGED_FLAG = "unconverged"
 
@@ -357,7 +342,5 @@ def write_leaderboard(results_dir: str | Path, plots: bool = True) -> dict[str, 
     suite = frame["suite"].iloc[0]
     atomic_write(paths["leaderboard_md"], to_markdown(table, f"Leaderboard: {suite}"))
     if plots:
-        from stitching.bench.plots import write_plots
-
         paths.update(write_plots(frame, results_dir, table=table))
     return paths

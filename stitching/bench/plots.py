@@ -17,18 +17,15 @@ from matplotlib.patches import Rectangle
 from scipy.stats import spearmanr
 
 from stitching._utils import atomic_path
-from stitching.bench.columns import NOT_ALIGNMENT, split_suffix
-from stitching.bench.leaderboard import DESCRIPTIVE
+from stitching.bench.columns import DESCRIPTIVE, NOT_ALIGNMENT, split_suffix
 
 
 def write_plots(
-    frame: pd.DataFrame, out_dir: str | Path, table: pd.DataFrame | None = None
+    frame: pd.DataFrame, out_dir: str | Path, table: pd.DataFrame
 ) -> dict[str, Path]:
     """Every figure of the cell table ``frame`` under ``out_dir``: name -> path. Intervals come from the
-    leaderboard ``table`` of ``frame`` (``stitching.bench.leaderboard.leaderboard``; computed without kept
-    predictions, from the records alone, when not given)."""
+    leaderboard ``table`` of ``frame`` (``stitching.bench.leaderboard.leaderboard``)."""
     out_dir = Path(out_dir)
-    table = _table(frame, table)
     paths = {"penalty_vs_depth": penalty_vs_depth(frame, out_dir / "penalty_vs_depth.png", table)}
     heatmaps = cut_heatmaps(frame, out_dir / "heatmaps", table)
     paths.update({f"heatmap_{k}": v for k, v in heatmaps.items()})
@@ -36,12 +33,6 @@ def write_plots(
     if alignment is not None:
         paths["alignment_vs_stitching"] = alignment
     return paths
-
-
-def _table(frame: pd.DataFrame, table: pd.DataFrame | None) -> pd.DataFrame:
-    from stitching.bench.leaderboard import leaderboard
-
-    return leaderboard(frame) if table is None else table
 
 
 def _save(fig, path: Path) -> Path:
@@ -79,12 +70,12 @@ VARIANT = ("adapter", "init", "objective", "recipe", "suite_version")
 """Leaderboard columns that separate the lines of one pair's panel when they vary."""
 
 
-def penalty_vs_depth(frame: pd.DataFrame, path: Path, table: pd.DataFrame | None = None) -> Path:
+def penalty_vs_depth(frame: pd.DataFrame, path: Path, table: pd.DataFrame) -> Path:
     """Penalty against relative source depth per (source -> target) pair, with the clustered-noise and
     random-source controls (the form of Bansal et al. 2021, Fig. 2). Points are the leaderboard rows' means
     over seeds; bands (and error bars) their 95% intervals (hierarchical bootstrap over seeds and images).
     One line per setup when a pair has several (adapter, init, objective, recipe, suite version)."""
-    matched = diagonal(_table(frame, table))
+    matched = diagonal(table)
     pairs = sorted(matched.groupby(["source", "target", "pair_kind"]).groups)
     fig, axes = _grid(len(pairs))
     for ax, (src, tgt, kind) in zip(axes, pairs, strict=False):
@@ -128,12 +119,11 @@ INDISTINGUISHABLE_MARK = "≈"
 """Prefix of a heatmap cell whose penalty interval contains 0 (the cell is also outlined)."""
 
 
-def cut_heatmaps(frame: pd.DataFrame, out_dir: Path, table: pd.DataFrame | None = None) -> dict[str, Path]:
+def cut_heatmaps(frame: pd.DataFrame, out_dir: Path, table: pd.DataFrame) -> dict[str, Path]:
     """Stitched accuracy for every source cut x target cut, one heatmap per model pair. A cut pair whose
     penalty interval contains 0 for every leaderboard row at it (stitched indistinguishable from the
     target) is marked ``≈`` and outlined."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = _table(frame, table)
     paths = {}
     for (src, tgt), sub in frame.groupby(["source", "target"]):
         grid = sub.pivot_table(

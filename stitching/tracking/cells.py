@@ -169,7 +169,7 @@ def log_leaderboard_run(
             if plots:
                 from stitching.bench.plots import write_plots
 
-                for name, png in write_plots(frame, scratch).items():
+                for name, png in write_plots(frame, scratch, table).items():
                     logged[f"plots/{name}"] = wandb.Image(str(png), caption=name)
             run.log(logged)
             path = run.path
