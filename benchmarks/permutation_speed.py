@@ -6,7 +6,9 @@
 ``fast`` is the whole ``permutation_test`` call (observed score, per-side precomputation and K permuted
 scores) through the metric's fast path; ``generic`` calls the metric once per permutation, timed on
 ``--generic-sample`` permutations and scaled to K (it is linear in K). ``ridge_r2`` has no fast path, so both
-columns are the generic path. Inputs are float32 (N, D) pairs, y a noisy random linear map of x.
+columns are the generic path. Inputs are float32 (N, D) pairs, y a noisy random linear map of x. One torch
+thread by default: on a loaded machine, several OpenMP threads spin against other work and small calls get
+10x slower.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ def main() -> None:
     parser.add_argument("--permutations", type=int, default=1000)
     parser.add_argument("--generic-sample", type=int, default=20)
     parser.add_argument("--metrics", nargs="+", default=list_metrics())
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     k, sample = args.permutations, args.generic_sample
     load = os.getloadavg()[0]
     print(f"N = {args.n}, K = {k}, torch threads = {torch.get_num_threads()}, load average = {load:.1f}\n")
