@@ -8,10 +8,13 @@ normalises its own half (torch has no SyncBatchNorm on CPU), so only the run its
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import jsonargparse
 import pytest
-from test_bench_run import ROOT, write_suite
+
+# The module-scoped runs below cannot take conftest's function-scoped write_suite fixture: the same function.
+from conftest import _write_suite
 
 from stitching.bench.runtime import Runtime, add_runtime_arguments, runtime_from_args
 from stitching.bench.store import ResultStore
@@ -19,11 +22,11 @@ from stitching.cli import main
 from stitching.core.speed import Speed
 from stitching.launch import add_executor_arguments, executor_from_args
 
-SMALL_TRAIN = str(ROOT / "tests" / "data" / "train_small.yaml")
+SMALL_TRAIN = str(Path(__file__).parent / "data" / "train_small.yaml")
 
 
 def ddp_suite(path):
-    return write_suite(
+    return _write_suite(
         path,
         name="ddp",
         models={"resnet": {"name": "mini_resnet", "train": SMALL_TRAIN, "seeds": [0, 1]}},
