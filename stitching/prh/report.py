@@ -37,6 +37,27 @@ def verdict(table: pd.DataFrame, alpha: float = 0.05) -> list[str]:
     return lines
 
 
+def meaning(table: pd.DataFrame) -> list[str]:
+    """How much of the best layer's alignment the embedding layer (no context, token identity) has."""
+    lines = []
+    for row in table[table.kind != "layer"].itertuples():
+        first = table[(table.kind == "layer") & (table.metric == row.metric) & (table.layer == 0)]
+        share = float(first.score.iloc[0]) / row.score if row.score else float("nan")
+        lines.append(
+            f"- {row.metric}: the embedding layer alone scores {share:.0%} of the best layer's score."
+        )
+    return [
+        "p is at its floor 1 / (K + 1) where no permutation reached the score. The calibrated score is "
+        "(score - tau) / (1 - tau): 0 at chance, 1 for identical neighbourhoods or kernels.",
+        "",
+        *lines,
+        "",
+        'Colour names share words ("blue", "dark", "pale"), so the embedding layer already groups names '
+        "by their colour words; alignment there is lexical. Alignment clearly above the embedding layer's "
+        "would be what the network's context adds.",
+    ]
+
+
 def write_readme(path: Path, table: pd.DataFrame, info: dict[str, Any], label: str) -> None:
     """Write the generated README (numbers only; the interpretation is in the repository README)."""
     lines = [
@@ -50,6 +71,10 @@ def write_readme(path: Path, table: pd.DataFrame, info: dict[str, Any], label: s
         "## Best layer, calibrated against the null of the best over layers",
         "",
         *verdict(table),
+        "",
+        "## What it means",
+        "",
+        *meaning(table),
         "",
         "## Every layer",
         "",
