@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stitching._utils import stable_hash
 from stitching.bench.cell_config import Cell, CellConfig
 from stitching.bench.context import CellContext
 from stitching.bench.controls import PREFIXES, clustered_noise
@@ -30,7 +31,7 @@ from stitching.core.adapters import build_adapter
 from stitching.core.evaluate import accuracy, predict
 from stitching.core.training import MatchTargets, TrainLog, TrainOptions, train_adapters
 from stitching.cuts import ActivationSpec, get_cut, split_model
-from stitching.metrics import permutation_test, reduce_activation
+from stitching.metrics import DegenerateActivationError, permutation_test, reduce_activation
 from stitching.nn import num_trainable_parameters
 
 SPLITS = ("train", "val", "test")
@@ -88,9 +89,20 @@ def run_cell(
     ctx.barrier()  # every rank is past the cell's last collective before rank 0 removes its checkpoints
     if not ctx.is_global_zero:
         return record
+    record["features"] = {
+        side: store.write_features(_feature_key(cell.config, side), x) for side, x in run.features.items()
+    }
     store.write(record, predictions=run.predictions)
     _remove_checkpoints(work_dir)
     return record
+
+
+def _feature_key(config: CellConfig, side: str) -> str:
+    """What determines one side's reduced test activations: the same key for every cell that shares them."""
+    model = config.source if side == "source" else config.target
+    cut = config.source_cut if side == "source" else config.target_cut
+    what = [asdict(model), cut, config.dataset, config.metric_reduction, config.metric_samples]
+    return stable_hash(what, 16)
 
 
 def _remove_checkpoints(work_dir: Path) -> None:
@@ -132,6 +144,8 @@ class _CellRun:
         self.timer = _Timer()
         self.metrics: dict[str, float] = {}
         self.extra: dict[str, Any] = {}
+        self.features: dict[str, torch.Tensor] = {}
+        """The reduced test activations the alignment metrics saw, by side (kept beside the record)."""
         self.predictions: dict[str, torch.Tensor] = {}
         """Per-image predicted class on the test split, by model (kept beside the record)."""
 
@@ -313,8 +327,13 @@ class _CellRun:
             rule = config.metric_reduction
             x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=self.source.num_prefix_tokens)
             y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=self.target.num_prefix_tokens)
+            self.features = {"source": x.float(), "target": y.float()}
             for name in config.metrics:
-                test = permutation_test(name, x, y, n_permutations=config.permutations, seed=0)
+                try:
+                    test = permutation_test(name, x, y, n_permutations=config.permutations, seed=0)
+                except DegenerateActivationError as err:  # a dead layer: said in the record, cell kept
+                    self.extra.setdefault("alignment_errors", {})[name] = str(err)
+                    continue
                 self.metrics[name] = test.score
                 self.metrics[f"{name}_p"] = test.p_value
                 self.metrics[f"{name}_null95"] = test.null95

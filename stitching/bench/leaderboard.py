@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from stitching._utils import atomic_path, atomic_write
+from stitching.bench.best_pairs import best_cut_pairs
 from stitching.bench.columns import CELL_INTERVALS, DESCRIPTIVE, ID_COLUMNS
 from stitching.bench.plots import write_plots
 from stitching.bench.statistics import LEVEL, N_RESAMPLES, SEED
@@ -341,6 +342,11 @@ def write_leaderboard(results_dir: str | Path, plots: bool = True) -> dict[str, 
         table.to_csv(tmp, index=False)
     suite = frame["suite"].iloc[0]
     atomic_write(paths["leaderboard_md"], to_markdown(table, f"Leaderboard: {suite}"))
+    best = best_cut_pairs(store, frame)
+    if not best.empty:  # a matrix of cut pairs: the best pair per metric, calibrated against the max-null
+        paths["best_cut_pairs"] = results_dir / "best_cut_pairs.csv"
+        with atomic_path(paths["best_cut_pairs"]) as tmp:
+            best.to_csv(tmp, index=False)
     if plots:
         paths.update(write_plots(frame, results_dir, table=table))
     return paths

@@ -59,6 +59,11 @@ class CellRecord:
     """How the source and target models were obtained (trained, loaded, cached)."""
     specs: dict[str, Any] | None = None
     """Activation shapes at the two cuts."""
+    features: dict[str, str] | None = None
+    """Keys of the reduced test activations the alignment metrics saw (``features/<key>.npy``), by side."""
+    alignment_errors: dict[str, str] | None = None
+    """Alignment metrics that could not be computed (a degenerate activation: constant, dead, all-tied),
+    with the reason; the cell's other results stand."""
     statistics: dict[str, Any] | None = None
     """95% intervals of every accuracy and penalty, the McNemar p-value, the method and test-set size
     (``stitching.bench.statistics``), recomputable from the kept predictions."""
@@ -87,7 +92,7 @@ class CellRecord:
         return cls(**data)
 
 
-_EXTRA = ("adapter_params", "training", "base_models", "specs", "statistics")
+_EXTRA = ("adapter_params", "training", "base_models", "specs", "statistics", "features", "alignment_errors")
 
 PACKAGES = ("stitching", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
 

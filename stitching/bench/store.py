@@ -61,6 +61,19 @@ class ResultStore:
         np.savez_compressed(buffer, **arrays)
         return atomic_write(self.predictions_path(cell_id), buffer.getvalue())
 
+    def write_features(self, key: str, features: Any) -> str:
+        """Reduced test activations (N, D) shared by the cells that name ``key``; written once."""
+        path = self.root / "features" / f"{key}.npy"
+        if not path.is_file():
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(_numpy(features), dtype=np.float32), allow_pickle=False)
+            atomic_write(path, buffer.getvalue())
+        return key
+
+    def features(self, key: str) -> np.ndarray:
+        """The activations written under ``key`` (float32, never unpickled)."""
+        return np.load(self.root / "features" / f"{key}.npy", allow_pickle=False)
+
     def predictions(self, cell_id: str) -> dict[str, np.ndarray] | None:
         """A cell's per-image predictions by model (``labels`` included), or None when not kept."""
         path = self.predictions_path(cell_id)
