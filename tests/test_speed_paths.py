@@ -84,7 +84,7 @@ def test_train_adapters_rejects_mismatched_inputs_and_recipes(problem):
     *_, back, _, labels, xs = problem
     with pytest.raises(ValueError, match="one per adapter"):
         train_adapters([_adapter(xs, 0)], back, [xs, xs], labels, Recipe(epochs=1))
-    with pytest.raises(ValueError, match="share epochs and batch_size"):
+    with pytest.raises(ValueError, match="share epochs, batch_size and patience"):
         train_adapters(
             [_adapter(xs, 0), _adapter(xs, 1)],
             back,
