@@ -5,29 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 
 from stitching.bench import runner
+from stitching.bench.cell_config import BaseModel
 from stitching.launch import InlineExecutor, LocalExecutor, RunReport
 from stitching.launch import local as local_executors
 from stitching.launch.base import CellBatch
-from stitching.zoo import ModelSource
 
-
-@dataclass(frozen=True)
-class Base:
-    """Stands for a cell's ``BaseModel``: what the runner reads of it."""
-
-    key: str
-    name: str
-    seed: int
-    train: str | None = None
-
-    def source(self) -> ModelSource:
-        return ModelSource(self.name, train=self.train, seed=self.seed)
+Base = BaseModel  # the runner reads a cell's base models
 
 
 def _cell(i: int, source: Base, target: Base, cut: str = "layer1") -> SimpleNamespace:
