@@ -172,3 +172,43 @@ def test_values_are_converted_to_the_field_types():
     assert suite.version == "2" and suite.cuts.depths == [0.0, 1.0] and suite.recipe.lr == 1.0
     assert type(suite.recipe.lr) is float and suite.recipe.optimizer == "sgd"
     assert suite.models["vit"].seeds == [0, 1] and suite.models["vit"].checkpoint is None
+
+
+def test_values_out_of_range_duplicates_and_missing_files_are_all_listed(tmp_path):
+    """Issue 14: each of these was accepted by --dry-run and failed late or silently did the wrong thing."""
+    from stitching.bench.grid import validate_static
+
+    raw = {
+        "name": "../x",
+        "version": "1",
+        "dataset": {"class_path": "stitching.data.DigitsDataModule", "init_args": {}},
+        "models": {
+            "a": {"name": "mini_resnet", "seeds": [0, 0], "train": "configs/train/nope.yaml"},
+            "b": {"name": "mini_resnet", "seeds": [0, 0], "train": "configs/train/nope.yaml"},
+            "c": {"name": "mini_vit", "checkpoint": "weights-{sed}.pt"},
+        },
+        "stitch_seeds": [1, 1],
+        "recipe": {"epochs": -1, "batch_size": 0, "lr": -0.1, "patience": 0},
+        "metric_samples": 0,
+        "permutations": 0,
+    }
+    problems = "\n".join(validate_static(suite_from_dict(raw)))
+    for expected in (
+        "recipe.epochs: -1", "recipe.batch_size: 0", "recipe.lr: -0.1", "recipe.patience: 0",
+        "metric_samples: 0", "permutations: 0", "name: '../x' is not a plain directory name",
+        "stitch_seeds: [1, 1] repeats a seed", "models.a.seeds: [0, 0] repeats a seed",
+        "models.b: the same model as models.a", "models.a.train: no file 'configs/train/nope.yaml'",
+        "models.c.checkpoint: 'weights-{sed}.pt' is not a valid template",
+    ):  # fmt: skip
+        assert expected in problems
+
+
+def test_yaml_syntax_errors_and_duplicate_keys_name_the_file_and_line(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: x\nmodels: {a: [1, 2}\n")
+    with pytest.raises(SuiteError, match=r"(?s)broken.yaml.*YAML error at line 2"):
+        load_suite(broken)
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("name: x\nversion: '1'\nname: y\n")
+    with pytest.raises(SuiteError, match=r"duplicate key 'name' \(first at line 1\)"):
+        load_suite(twice)

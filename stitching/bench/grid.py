@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from functools import cache
+from pathlib import Path
 
 from stitching._utils import did_you_mean
 from stitching.adapters.config import INITS
@@ -172,8 +174,7 @@ def validate_static(suite: Suite) -> list[str]:
     for key in suite.cuts.names:
         if key not in suite.models:
             problems.append(f"cuts.names: unknown model key {key!r}; keys: {', '.join(suite.models)}")
-    if suite.permutations < 1:
-        problems.append(f"permutations: {suite.permutations} is not a positive number of permutations")
+    problems += _range_problems(suite)
     problems += _adapter_problems(suite.adapters)
     problems += _metric_problems(suite.metrics, suite.metric_reduction)
     problems += _dataset_problems(suite.dataset)
@@ -214,3 +215,53 @@ def _dataset_problems(dataset: dict) -> list[str]:
     from stitching.bench.data import dataset_problems
 
     return dataset_problems(dataset)
+
+
+def _range_problems(suite: Suite) -> list[str]:
+    """Values outside their range, duplicated seeds and models, and a suite name that is not a plain
+    directory name: each would fail late, or silently compute the wrong thing."""
+    r = suite.recipe
+    checks = [
+        (r.epochs >= 1, f"recipe.epochs: {r.epochs}; give at least 1"),
+        (r.batch_size >= 1, f"recipe.batch_size: {r.batch_size}; give at least 1"),
+        (r.lr > 0 and math.isfinite(r.lr), f"recipe.lr: {r.lr}; give a positive finite learning rate"),
+        (r.weight_decay >= 0, f"recipe.weight_decay: {r.weight_decay}; give 0 or more"),
+        (r.patience is None or r.patience >= 1, f"recipe.patience: {r.patience}; give at least 1, or null"),
+        (suite.metric_samples >= 2, f"metric_samples: {suite.metric_samples}; the metrics need at least 2"),
+        (suite.permutations >= 1, f"permutations: {suite.permutations}; give at least 1"),
+        (_plain_name(suite.name), f"name: {suite.name!r} is not a plain directory name (results go to "
+                                  "<results>/<name>/); use letters, digits, '-', '_' and '.'"),
+    ]  # fmt: skip
+    problems = [message for ok, message in checks if not ok]
+    for axis, values in (("stitch_seeds", suite.stitch_seeds), *(
+        (f"models.{key}.seeds", entry.seeds) for key, entry in suite.models.items()
+    )):
+        if len(set(values)) != len(values):
+            problems.append(f"{axis}: {values} repeats a seed; each seed is a cell of its own")
+    seen: dict[tuple, str] = {}
+    for key, entry in suite.models.items():
+        same = (entry.name, entry.train, entry.pretrained, entry.checkpoint, tuple(entry.seeds))
+        if same in seen:
+            problems.append(f"models.{key}: the same model as models.{seen[same]}; keep one key")
+        seen.setdefault(same, key)
+        for field_name, path in (("train", entry.train), ("checkpoint", entry.checkpoint)):
+            problem = _missing_file(path, entry.seeds) if path else None
+            if problem:
+                problems.append(f"models.{key}.{field_name}: {problem}")
+    return problems
+
+
+def _missing_file(template: str, seeds: list[int]) -> str | None:
+    """Why ``template`` (``{seed}`` filled in per seed) does not name an existing file, or None."""
+    for seed in seeds:
+        try:
+            path = template.format(seed=seed)
+        except (KeyError, IndexError, ValueError) as err:
+            return f"{template!r} is not a valid template ({err}); the only placeholder is {{seed}}"
+        if not Path(path).is_file():
+            return f"no file {path!r} (seed {seed})"
+    return None
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and all(c.isalnum() or c in "-_." for c in name)

@@ -136,9 +136,35 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"suite file {str(path)!r} not found")
-    suite = suite_from_dict(yaml.safe_load(path.read_text()), str(path))
+    suite = suite_from_dict(read_yaml(path), str(path))
     suite.source_path = str(path)
     return suite
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key]})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content; a syntax error or a duplicated key is one `SuiteError` naming file and line."""
+    try:
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        what = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SuiteError(str(path), [f"YAML error at {where}: {what}"]) from None
 
 
 def suite_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Suite:
