@@ -8,10 +8,7 @@ every entry is also kept on disk, so later processes (a re-run, other SLURM jobs
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -20,12 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from stitching._utils import atomic_path, stable_hash
+
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
 
 
 def cache_key(**parts: Any) -> str:
     """A stable hex key for a JSON-able description of an activation."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    return stable_hash(parts, 20)
 
 
 class ActivationCache:
@@ -97,20 +96,13 @@ class ActivationCache:
         return self.directory / f"{key}.npy" if self.directory else None
 
     def _write_memmap(self, key, compute, num_samples, sample_shape) -> torch.Tensor:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".npy", dir=self.directory)
-        os.close(fd)
-        try:
+        with atomic_path(self._disk_path(key)) as tmp:  # concurrent jobs never read a partial file
             array = np.lib.format.open_memmap(
                 tmp, mode="w+", dtype=_NUMPY_DTYPES[self.dtype], shape=(num_samples, *sample_shape)
             )
             _fill(torch.from_numpy(array), compute(), num_samples)
             array.flush()
             del array
-            os.replace(tmp, self._disk_path(key))  # atomic: concurrent jobs never read a partial file
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return _load_memmap(self._disk_path(key))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
@@ -98,7 +99,7 @@ class CellContext:
 
         key = json.dumps(["random", name, seed, num_classes])
         if key not in self._models:
-            with torch.random.fork_rng():
+            with isolate_rng():
                 torch.manual_seed(seed)
                 model = create_model(name, pretrained=False, num_classes=num_classes)
             self._models[key] = (freeze(model.to(self.device)), {})
