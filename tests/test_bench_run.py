@@ -18,6 +18,7 @@ from stitching.bench import plots
 from stitching.bench.grid import expand_suite
 from stitching.bench.leaderboard import write_leaderboard
 from stitching.bench.runner import run_suite
+from stitching.bench.statistics import cell_statistics
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import load_suite
 from stitching.cli import main
@@ -63,7 +64,12 @@ def test_every_cell_gets_one_complete_self_describing_record(finished):
         assert r["adapter_params"] > 0 and r["timings"]["total"] > 0
         assert {"torch", "timm", "lightning"} <= set(r["versions"])
         assert r["base_models"]["source"]["kind"] == "trained"
-        assert r["config"]["source_cut"] and r["schema"] == "stitching.cell/1"
+        assert r["config"]["source_cut"] and r["schema"] == "stitching.cell/2"
+        kept = ResultStore(results / "tiny").predictions(r["cell_id"])  # statistics recomputable from them
+        recomputed = cell_statistics(kept)
+        assert recomputed["intervals"] == r["statistics"]["intervals"]
+        assert recomputed["penalty_p"] == r["metrics"]["penalty_p"]
+        assert np.mean(kept["stitched"] == kept["labels"]) == pytest.approx(m["stitched_acc"])
 
 
 def test_rerun_skips_finished_cells(finished):
@@ -113,7 +119,7 @@ def test_leaderboard_tables_and_plots(finished, figures):
         stitched = ax.containers[0].lines[0].get_xydata()
         np.testing.assert_allclose(stitched, [[0.5, 100 * sub["penalty"].mean()]])
     scatter = {ax.get_xlabel(): ax for ax in figures["alignment_vs_stitching.png"].axes}
-    assert set(scatter) == {"linear_cka", "mutual_knn"}
+    assert set(scatter) == {"linear_cka_calibrated", "mutual_knn_calibrated"}  # calibrated scores plotted
     for metric, ax in scatter.items():
         points = np.concatenate([c.get_offsets() for c in ax.collections])
         expected = np.c_[cells[metric], 100 * cells["stitched_acc"]]

@@ -36,7 +36,7 @@ def test_shipped_suites_parse_and_expand(path):
         assert cell.cell_id == cell.config.cell_id()
 
 
-def test_default_digits_suite_covers_four_families_two_seeds_three_cuts_and_cross_pairs():
+def test_default_digits_suite_covers_four_families_two_seeds_two_cuts_and_cross_pairs():
     cells = expand_suite(load_suite(BENCHMARKS / "digits.yaml"))
     configs = [c.config for c in cells]
     assert len({c.source.name for c in configs}) >= 4
@@ -45,7 +45,9 @@ def test_default_digits_suite_covers_four_families_two_seeds_three_cuts_and_cros
     per_model = {}
     for c in configs:
         per_model.setdefault(c.source.key, set()).add(c.source_cut)
-    assert all(len(cuts) >= 3 for cuts in per_model.values())
+    assert all(len(cuts) == 2 for cuts in per_model.values())
+    suite = load_suite(BENCHMARKS / "digits.yaml")
+    assert set(suite.controls) == {"random_source", "clustered_noise"} and suite.recipe.patience
 
 
 def test_cell_ids_are_stable_and_content_addressed():
