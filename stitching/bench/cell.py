@@ -30,7 +30,7 @@ from stitching.core.activations import ACTIVATION_BATCH_SIZE, activation_spec, p
 from stitching.core.adapters import build_adapter
 from stitching.core.evaluate import accuracy, predict
 from stitching.core.training import MatchTargets, TrainLog, TrainOptions, train_adapters
-from stitching.cuts import ActivationSpec, get_cut, split_model
+from stitching.cuts import ActivationSpec, CutPoint, get_cut, split_model
 from stitching.metrics import DegenerateActivationError, permutation_test, reduce_activation
 from stitching.nn import num_trainable_parameters
 
@@ -132,7 +132,8 @@ class _Side:
     back: nn.Module
     acts: dict[str, torch.Tensor]
     spec: ActivationSpec
-    num_prefix_tokens: int
+    """The spec of the actual activation (its grid may differ from the model's default input size)."""
+    cut: CutPoint
     info: dict = field(default_factory=dict)
 
 
@@ -182,9 +183,7 @@ class _CellRun:
         front, back = split_model(model, cut)
         identity = {"model": self.config.to_dict()[role], "cut": cut.name}
         acts = {s: self.ctx.front_activations(identity, front, self.config.dataset, s) for s in splits}
-        self.cut_of = getattr(self, "cut_of", {})
-        self.cut_of[role] = cut
-        return _Side(back, acts, activation_spec(acts["test"], cut), cut.spec.num_prefix_tokens, info)
+        return _Side(back, acts, activation_spec(acts["test"], cut), cut, info)
 
     def baselines(self) -> None:
         """The target and the source alone on the test split."""
@@ -279,7 +278,7 @@ class _CellRun:
                 split: clustered_noise(self.labels[split], acts[split], self.num_classes, seed, i + 1)
                 for i, split in enumerate(SPLITS)
             }
-        cut = self.cut_of["source"]  # random_source: an untrained source of the same architecture
+        cut = self.source.cut  # random_source: an untrained source of the same architecture
         random_source = ctx.random_model(config.source.name, config.stitch_seed, self.num_classes)
         front, _ = split_model(random_source, cut.name)
         identity = {"random": config.source.name, "seed": config.stitch_seed, "cut": cut.name}
@@ -325,8 +324,8 @@ class _CellRun:
             xs, yt = self.source.acts["test"], self.target.acts["test"]
             n = min(len(xs), config.metric_samples)
             rule = config.metric_reduction
-            x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=self.source.num_prefix_tokens)
-            y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=self.target.num_prefix_tokens)
+            x = reduce_activation(xs[:n].double(), rule, num_prefix_tokens=self.source.spec.num_prefix_tokens)
+            y = reduce_activation(yt[:n].double(), rule, num_prefix_tokens=self.target.spec.num_prefix_tokens)
             self.features = {"source": x.float(), "target": y.float()}
             for name in config.metrics:
                 try:
