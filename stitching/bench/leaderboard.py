@@ -19,6 +19,7 @@ import pandas as pd
 from stitching._utils import atomic_path, atomic_write
 from stitching.bench.best_pairs import best_cut_pairs
 from stitching.bench.columns import CELL_INTERVALS, DESCRIPTIVE, ID_COLUMNS
+from stitching.bench.controls import PREFIXES
 from stitching.bench.plots import write_plots
 from stitching.bench.statistics import LEVEL, N_RESAMPLES, SEED
 from stitching.bench.store import ResultStore
@@ -52,8 +53,7 @@ HEADLINE = [
 ROW_INTERVALS = {
     "stitched_acc": ("stitched", None),
     "penalty": ("target", "stitched"),
-    "control_penalty": ("target", "random_source"),
-    "noise_penalty": ("target", "clustered_noise"),
+    **{f"{prefix}_penalty": ("target", control) for control, prefix in PREFIXES.items()},
 }
 """Metrics with a row interval -> the prediction names they come from (an accuracy, or a difference a - b)."""
 SELF_FLAG = "self-stitch penalty ≠ 0: harness problem?"
