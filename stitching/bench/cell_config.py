@@ -93,6 +93,20 @@ class CellConfig:
         out["controls"], out["metrics"] = list(self.controls), list(self.metrics)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellConfig:
+        """The inverse of :meth:`to_dict` (a record's ``config``)."""
+        return cls(
+            **{
+                **data,
+                "source": BaseModel(**data["source"]),
+                "target": BaseModel(**data["target"]),
+                "recipe": Recipe(**data["recipe"]),
+                "controls": tuple(data.get("controls", ())),
+                "metrics": tuple(data.get("metrics", ())),
+            }
+        )
+
     def cell_id(self) -> str:
         """Stable 12-hex-digit id: sha256 of the canonical JSON of :meth:`to_dict`."""
         return stable_hash(self.to_dict(), 12)
