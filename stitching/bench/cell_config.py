@@ -1,7 +1,8 @@
 """A benchmark cell, fully resolved: which models, which cuts, which adapter, how it is trained and scored.
 
-``Cell`` is what the grid produces, executors carry and ``run_cell`` consumes; its ``config`` is what a cell
-id hashes and what a record stores (``CellConfig.to_dict()``; the JSON layout is ``stitching.cell/1``'s).
+``Cell`` is what the grid produces, executors carry and ``run_cell`` consumes; its ``config`` is what a record
+stores (``CellConfig.to_dict()``; the JSON layout is ``stitching.cell/1``'s) and, with training configs by
+content rather than path (``CellConfig.identity()``), what a cell id hashes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class BaseModel:
     """timm's pretrained weights."""
     checkpoint: str | None = None
     """Local weights file."""
+    train_digest: str | None = None
+    """Hash of the base-training config's content (see :func:`stitching.bench.grid.train_digest`): a cell id
+    hashes it in place of the ``train`` path, so editing the config changes the id and moving it does not."""
 
     def source(self) -> ModelSource:
         """Where the model store finds or builds this model."""
@@ -107,9 +111,19 @@ class CellConfig:
             }
         )
 
+    def identity(self) -> dict[str, Any]:
+        """What a cell id hashes: :meth:`to_dict`, with a base model's training-config path replaced by the
+        hash of its content where known (so the ids of cells without a training config are unchanged)."""
+        out = self.to_dict()
+        for side in ("source", "target"):
+            digest = out[side].pop("train_digest", None)
+            if digest:
+                out[side]["train"] = f"sha256:{digest}"
+        return out
+
     def cell_id(self) -> str:
-        """Stable 12-hex-digit id: sha256 of the canonical JSON of :meth:`to_dict`."""
-        return stable_hash(self.to_dict(), 12)
+        """Stable 12-hex-digit id: sha256 of the canonical JSON of :meth:`identity`."""
+        return stable_hash(self.identity(), 12)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
-from stitching._utils import did_you_mean
+import yaml
+
+from stitching._utils import did_you_mean, stable_hash
 from stitching.adapters.config import INITS
 from stitching.bench.cell_config import BaseModel, Cell, CellConfig, SuiteRef
 from stitching.bench.suite import CONTROLS, ModelEntry, Suite, SuiteError
@@ -27,7 +29,26 @@ def model_cuts(name: str) -> tuple:
 def model_instance(key: str, entry: ModelEntry, seed: int) -> BaseModel:
     """One base model of the suite: its entry at one seed."""
     checkpoint = entry.checkpoint.format(seed=seed) if entry.checkpoint else None
-    return BaseModel(key, entry.name, seed, entry.train, entry.pretrained, checkpoint)
+    digest = train_digest(entry.train) if entry.train else None
+    return BaseModel(key, entry.name, seed, entry.train, entry.pretrained, checkpoint, digest)
+
+
+def train_digest(path: str) -> str:
+    """16 hex digits over a base-training config's content, parsed (comments and layout do not count): what
+    a cell id hashes in place of the config's path."""
+    text = _train_file(path).read_text()
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError:
+        content = text
+    return stable_hash(content, 16)
+
+
+def _train_file(path: str) -> Path:
+    """A training config's path as the model store resolves it (as given, else from the repository)."""
+    from stitching.zoo import _resolve_path  # the store's rule; stitching.zoo imports Lightning
+
+    return _resolve_path(path)
 
 
 def model_pairs(suite: Suite) -> list[tuple[BaseModel, BaseModel, str]]:
@@ -244,21 +265,25 @@ def _range_problems(suite: Suite) -> list[str]:
         if same in seen:
             problems.append(f"models.{key}: the same model as models.{seen[same]}; keep one key")
         seen.setdefault(same, key)
-        for field_name, path in (("train", entry.train), ("checkpoint", entry.checkpoint)):
-            problem = _missing_file(path, entry.seeds) if path else None
+        for field_name, path, resolve in (
+            ("train", entry.train, _train_file),
+            ("checkpoint", entry.checkpoint, Path),
+        ):
+            problem = _missing_file(path, entry.seeds, resolve) if path else None
             if problem:
                 problems.append(f"models.{key}.{field_name}: {problem}")
     return problems
 
 
-def _missing_file(template: str, seeds: list[int]) -> str | None:
-    """Why ``template`` (``{seed}`` filled in per seed) does not name an existing file, or None."""
+def _missing_file(template: str, seeds: list[int], resolve: Callable[[str], Path] = Path) -> str | None:
+    """Why ``template`` (``{seed}`` filled in per seed, then ``resolve``d) does not name an existing file, or
+    None."""
     for seed in seeds:
         try:
             path = template.format(seed=seed)
         except (KeyError, IndexError, ValueError) as err:
             return f"{template!r} is not a valid template ({err}); the only placeholder is {{seed}}"
-        if not Path(path).is_file():
+        if not resolve(path).is_file():
             return f"no file {path!r} (seed {seed})"
     return None
 
