@@ -18,7 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from stitching._utils import stable_hash
+from stitching._utils import DiskFullError, stable_hash
+from stitching.bench import claims
 from stitching.bench.cell_config import Cell, CellConfig
 from stitching.bench.context import CellContext
 from stitching.bench.controls import PREFIXES, clustered_noise
@@ -26,7 +27,12 @@ from stitching.bench.record import make_record
 from stitching.bench.runtime import Runtime
 from stitching.bench.statistics import cell_statistics
 from stitching.bench.store import ResultStore
-from stitching.core.activations import ACTIVATION_BATCH_SIZE, activation_spec, paired_batches
+from stitching.core.activations import (
+    ACTIVATION_BATCH_SIZE,
+    StreamedActivations,
+    activation_spec,
+    paired_batches,
+)
 from stitching.core.adapters import build_adapter
 from stitching.core.evaluate import accuracy, predict
 from stitching.core.training import MatchTargets, TrainLog, TrainOptions, train_adapters
@@ -67,17 +73,47 @@ def run_cell(
 ) -> dict[str, Any]:
     """Run one cell (or return its existing record) and store its record under ``store_dir``.
 
-    ``runtime`` chooses the devices (see :mod:`stitching.bench.runtime`); with DDP every rank calls this
-    for the same cells in the same order, and rank 0 writes the record.
+    The cell is claimed first (`stitching.bench.claims`): a cell another live process holds raises
+    `claims.CellClaimed`, and only the claimer resumes from the cell's checkpoints (a corrupt one is
+    quarantined with a warning and training starts over). ``runtime`` chooses the devices (see
+    :mod:`stitching.bench.runtime`); with DDP every rank calls this for the same cells in the same order,
+    rank 0 claims and tells the others, and rank 0 writes the record.
     """
     store = ResultStore(store_dir)
     ctx = context or default_context(runtime)
-    done = store.has(cell.cell_id)
-    if ctx.fabric is not None:  # every rank must take the same branch: rank 0 decides
-        done = ctx.fabric.broadcast(done)
-    if done:
-        return store.read(cell.cell_id)
     work_dir = Path(store_dir) / "work" / cell.cell_id
+    claim, status = _claim(store, cell.cell_id, work_dir) if ctx.is_global_zero else (None, "")
+    if ctx.fabric is not None:  # every rank must take the same branch: rank 0 decides
+        status = ctx.fabric.broadcast(status)
+    if status == "done":
+        return store.read(cell.cell_id)
+    if status.startswith("elsewhere"):
+        raise claims.CellClaimed(f"cell {cell.cell_id} is running elsewhere: {status.split(':', 1)[1]}")
+    try:
+        return _compute(cell, store, ctx, work_dir, claim)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _claim(store: ResultStore, cell_id: str, work_dir: Path) -> tuple[claims.Claim | None, str]:
+    """``(claim, "run")`` when this process now holds the cell, ``(None, "done")`` when it has a record,
+    ``(None, "elsewhere:<holder>")`` when another live process holds it."""
+    if store.has(cell_id):
+        return None, "done"
+    got = claims.try_claim(claims.claims_dir(store.root), cell_id)
+    if isinstance(got, claims.Holder):
+        return None, f"elsewhere:{got.describe()}"
+    if store.has(cell_id):  # its previous holder finished it between our two looks
+        got.release()
+        return None, "done"
+    _quarantine_corrupt_checkpoints(store, work_dir)
+    return got, "run"
+
+
+def _compute(
+    cell: Cell, store: ResultStore, ctx: CellContext, work_dir: Path, claim: claims.Claim | None
+) -> dict[str, Any]:
     run = _CellRun(cell.config, ctx, work_dir)
     run.score()
     record = make_record(
@@ -89,12 +125,43 @@ def run_cell(
     ctx.barrier()  # every rank is past the cell's last collective before rank 0 removes its checkpoints
     if not ctx.is_global_zero:
         return record
-    record["features"] = {
-        side: store.write_features(_feature_key(cell.config, side), x) for side, x in run.features.items()
-    }
-    store.write(record, predictions=run.predictions)
+    if claim is not None:
+        record["claim"] = claim.describe()
+    try:
+        record["features"] = {
+            side: store.write_features(_feature_key(cell.config, side), x) for side, x in run.features.items()
+        }
+        store.write(record, predictions=run.predictions)
+    except DiskFullError as error:
+        kept = [str(p) for p in sorted(work_dir.glob("*.pt"))]
+        raise DiskFullError(
+            error.errno,
+            f"{error.strerror}; cell {cell.cell_id} is not recorded, its adapter checkpoints "
+            f"are kept ({', '.join(kept) or 'none'}): free space and re-run: it resumes from them",
+        ) from error
     _remove_checkpoints(work_dir)
     return record
+
+
+CHECKPOINT_KEYS = ("adapters", "optimizers", "schedulers", "logs", "epoch")
+"""What an adapter checkpoint of `stitching.core.training` holds."""
+
+
+def _quarantine_corrupt_checkpoints(store: ResultStore, work_dir: Path) -> None:
+    """Move aside (with a warning naming it) each checkpoint of ``work_dir`` that does not load, weights
+    only, as an adapter checkpoint: the cell then trains from scratch instead of failing on every re-run."""
+    for path in sorted(work_dir.glob("*.pt")):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            problem = (
+                None
+                if isinstance(state, dict) and set(CHECKPOINT_KEYS) <= set(state)
+                else "not an adapter checkpoint"
+            )
+        except Exception as error:  # torch raises several types for damaged files
+            problem = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if problem is not None:
+            store.quarantine(path, f"corrupt adapter checkpoint ({problem}); training starts from scratch")
 
 
 def _feature_key(config: CellConfig, side: str) -> str:
@@ -143,7 +210,8 @@ class _CellRun:
     def __init__(self, config: CellConfig, ctx: CellContext, work_dir: Path) -> None:
         self.config, self.ctx, self.work_dir = config, ctx, work_dir
         self.timer = _Timer()
-        self.metrics: dict[str, float] = {}
+        self.metrics: dict[str, float | None] = {}
+        """Scores by name; None where a diverged adapter has no score."""
         self.extra: dict[str, Any] = {}
         self.features: dict[str, torch.Tensor] = {}
         """The reduced test activations the alignment metrics saw, by side (kept beside the record)."""
@@ -170,19 +238,37 @@ class _CellRun:
         config, ctx = self.config, self.ctx
         with self.timer("data"), ctx.rank_zero_first():  # with DDP: rank 0 downloads, the others then read
             self.num_classes = ctx.datamodule(config.dataset).num_classes
-            self.labels = {split: ctx.labels(config.dataset, split) for split in SPLITS}
+            self.subset = (config.train_per_class, config.subset_seed) if config.train_per_class else None
+            self.labels = {split: ctx.labels(config.dataset, split, self.subset) for split in SPLITS}
         with self.timer("base_models"), ctx.rank_zero_first():  # rank 0 trains a missing base model, once
             source, source_info = ctx.model(config.source, self.num_classes)
             target, target_info = ctx.model(config.target, self.num_classes)
         with self.timer("activations"):
             self.source = self._side(source, config.source_cut, "source", SPLITS, source_info)
             self.target = self._side(target, config.target_cut, "target", ("train", "test"), target_info)
+        self.extra["activations"] = self._activation_record()
+
+    def _activations(self, identity, front, splits) -> dict[str, torch.Tensor]:
+        """A front's activations per split: cached, or streamed where they do not fit the budgets."""
+        config = self.config
+        return {
+            s: self.ctx.front_activations(identity, front, config.dataset, s, config.cache_dtype, self.subset)
+            for s in splits
+        }
+
+    def _activation_record(self) -> dict[str, Any]:
+        """How the activations were kept (``path``: the training split's), their dtype, the subset."""
+        streamed = isinstance(self.source.acts["train"], StreamedActivations)
+        out = {"path": "streamed" if streamed else "cached", "dtype": self.config.cache_dtype}
+        if self.subset is not None:
+            out["train_subset"] = self.ctx.subset_record(self.config.dataset, self.subset)
+        return out
 
     def _side(self, model, cut_name, role, splits, info) -> _Side:
         cut = get_cut(model, cut_name)
         front, back = split_model(model, cut)
         identity = {"model": self.config.to_dict()[role], "cut": cut.name}
-        acts = {s: self.ctx.front_activations(identity, front, self.config.dataset, s) for s in splits}
+        acts = self._activations(identity, front, splits)
         return _Side(back, acts, activation_spec(acts["test"], cut), cut, info)
 
     def baselines(self) -> None:
@@ -231,12 +317,15 @@ class _CellRun:
         with self.timer("train"):
             log, *control_logs = self._train(group, "adapters.pt" if fused else "adapter.pt")
         with self.timer("eval"):
-            logits = self.stitched_logits(self.adapter, self.source.acts["test"])
-            self.predictions["stitched"] = logits.argmax(1)
-            m["stitched_acc"] = accuracy(logits, self.labels["test"])
-            m["agreement"] = (logits.argmax(1) == self.target_pred).float().mean().item()
-            m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
-            m["penalty"] = m["target_acc"] - m["stitched_acc"]
+            if log.diverged_epoch is not None:  # no accuracy: said in the record (training.diverged_epoch)
+                m.update(dict.fromkeys(("stitched_acc", "agreement", "stitched_val_acc", "penalty")))
+            else:
+                logits = self.stitched_logits(self.adapter, self.source.acts["test"])
+                self.predictions["stitched"] = logits.argmax(1)
+                m["stitched_acc"] = accuracy(logits, self.labels["test"])
+                m["agreement"] = (logits.argmax(1) == self.target_pred).float().mean().item()
+                m["stitched_val_acc"] = log.epochs[-1]["val_acc"] if log.epochs else float("nan")
+                m["penalty"] = m["target_acc"] - m["stitched_acc"]
         with self.timer("control"):
             for i, control in enumerate(controls):
                 own = [(control.adapter, control.acts)]
@@ -282,10 +371,13 @@ class _CellRun:
         random_source = ctx.random_model(config.source.name, config.stitch_seed, self.num_classes)
         front, _ = split_model(random_source, cut.name)
         identity = {"random": config.source.name, "seed": config.stitch_seed, "cut": cut.name}
-        return {s: ctx.front_activations(identity, front, config.dataset, s) for s in SPLITS}
+        return self._activations(identity, front, SPLITS)
 
     def _score_control(self, control: _Control) -> None:
         m, prefix = self.metrics, control.prefix
+        if control.log.diverged_epoch is not None:
+            m[f"{prefix}_acc"] = m[f"{prefix}_penalty"] = None
+            return
         logits = self.stitched_logits(control.adapter, control.acts["test"])
         self.predictions[control.name] = logits.argmax(1)
         m[f"{prefix}_acc"] = accuracy(logits, self.labels["test"])
@@ -347,6 +439,7 @@ def _log_summary(log: TrainLog) -> dict[str, Any]:
         "epochs_run": len(log.epochs),
         "best_epoch": log.best_epoch,
         "converged": log.converged,
+        "diverged_epoch": log.diverged_epoch,
         "final_val_loss": last.get("val_loss"),
         "final_train_loss": last.get("loss"),
     }

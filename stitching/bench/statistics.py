@@ -33,7 +33,8 @@ def cell_statistics(predictions: Mapping[str, Any]) -> dict[str, Any]:
     labels = np.asarray(predictions["labels"])
     correct = {name: np.asarray(pred) == labels for name, pred in predictions.items() if name != "labels"}
     metric_of = dict(MODELS)
-    differences = {"penalty": ("target", "stitched")}
+    stitched = "stitched" in correct  # absent when the adapter diverged
+    differences = {"penalty": ("target", "stitched")} if stitched else {}
     for control, prefix in PREFIXES.items():
         if control in correct:
             metric_of[control] = f"{prefix}_acc"
@@ -45,7 +46,7 @@ def cell_statistics(predictions: Mapping[str, Any]) -> dict[str, Any]:
     intervals.update({name: iv.as_list() for name, iv in result.differences.items()})
     return {
         "intervals": intervals,
-        "penalty_p": mcnemar_p(correct["target"], correct["stitched"]),
+        "penalty_p": mcnemar_p(correct["target"], correct["stitched"]) if stitched else None,
         "n_images": result.n_images,
         "note": result.note,
         "method": f"paired percentile bootstrap, {N_RESAMPLES} resamples, seed {SEED}; McNemar exact",

@@ -13,7 +13,9 @@ once per step for all of them.
 from __future__ import annotations
 
 import math
+import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -145,6 +147,9 @@ class TrainLog:
     converged: bool | None = None
     """True when the validation loss stopped improving for ``patience`` epochs before the last epoch (or,
     without patience, did not improve over the last quarter of the epochs); None without validation."""
+    diverged_epoch: int | None = None
+    """The first epoch whose training or validation loss was not finite (NaN or inf): the adapter diverged,
+    its weights mean nothing and it was trained no further; None when training stayed finite."""
 
 
 @dataclass
@@ -201,6 +206,9 @@ def train_adapters(
     the per-adapter mean losses. ``recipes`` may differ per adapter in optimiser, learning rate, weight decay
     and schedule; epochs, batch size and patience are shared. Returns one :class:`TrainLog` per adapter.
 
+    Divergence: an adapter whose epoch loss (training or validation) is not finite is marked
+    (``TrainLog.diverged_epoch``) and takes no further steps; training stops once every adapter has diverged.
+
     Convergence: after every epoch each adapter's validation cross-entropy is compared with its best so far
     (an improvement must exceed :data:`MIN_DELTA`). With ``recipe.patience`` training stops once no adapter
     has improved for that many epochs, and each adapter is restored to its best epoch. ``TrainLog.converged``
@@ -216,7 +224,7 @@ def train_adapters(
         raise ValueError(f"{len(adapters)} adapters but {len(inputs)} input tensors; give one per adapter")
     loop = _Loop.start(list(adapters), back, list(inputs), labels, recipes, options or TrainOptions())
     for epoch in range(loop.start_epoch, loop.epochs):
-        if loop.patience_ran_out(epoch):
+        if loop.patience_ran_out(epoch) or loop.all_diverged:
             break
         loop.run_epoch(epoch)
     return loop.finish()
@@ -292,6 +300,10 @@ class _Loop:
             scores.append((accuracy(logits, val_labels), loss))
         return scores
 
+    @property
+    def all_diverged(self) -> bool:
+        return all(log.diverged_epoch is not None for log in self.logs)
+
     def patience_ran_out(self, epoch: int) -> bool:
         """True when, with patience, no adapter has improved for ``patience`` epochs before ``epoch``."""
         if self.patience is None or not self.best:
@@ -329,9 +341,10 @@ class _Loop:
             for opt, _ in self.optimizers:
                 opt.zero_grad(set_to_none=True)
             (losses.sum() * world).backward()
-            for opt, sched in self.optimizers:
-                opt.step()
-                sched.step()
+            for (opt, sched), log in zip(self.optimizers, self.logs, strict=True):
+                if log.diverged_epoch is None:
+                    opt.step()
+                    sched.step()
             loss_sum += losses.detach()
             steps += 1
         self._log_epoch(epoch, loss_sum, steps)
@@ -358,6 +371,9 @@ class _Loop:
             entry = {"epoch": epoch + 1, "loss": loss, **elapsed}
             if score is not None:
                 entry["val_acc"], entry["val_loss"] = score
+            finite = math.isfinite(loss) and (score is None or math.isfinite(score[1]))
+            if not finite and log.diverged_epoch is None:
+                log.diverged_epoch = epoch + 1
             log.epochs.append(entry)
             log.steps += steps
             log.seconds, log.cpu_seconds = elapsed["seconds"], elapsed["cpu_seconds"]
@@ -376,7 +392,7 @@ class _Loop:
                 best = self.best[i]
                 log.best_epoch = best["epoch"]
                 window = self.patience if self.patience is not None else max(1, self.epochs // 4)
-                log.converged = ran - best["epoch"] >= window
+                log.converged = ran - best["epoch"] >= window and log.diverged_epoch is None
                 if self.patience is not None:
                     a.load_state_dict(best["state"])
             a.eval()
@@ -432,11 +448,26 @@ def _save(path, loop: _Loop, epoch: int) -> None:
         torch.save(state, tmp)
 
 
+_CHECKPOINT_KEYS = {"adapters", "optimizers", "schedulers", "logs", "epoch"}
+
+
 def _resume(path, adapters, optimizers, logs) -> tuple[int, list[dict]]:
     """Load a checkpoint into the adapters, optimisers and logs; returns (epochs done, best epochs)."""
     if path is None or not Path(path).exists():
         return 0, []
-    state = torch.load(path, weights_only=True)
+    try:
+        state = torch.load(path, weights_only=True)
+        if not isinstance(state, dict) or not _CHECKPOINT_KEYS <= state.keys():
+            raise ValueError(f"not an adapter checkpoint (keys {_CHECKPOINT_KEYS} expected)")
+    except Exception as err:  # truncated, foreign or garbage: keep it aside, train from the start
+        aside = Path(path).with_name(Path(path).name + ".corrupt")
+        os.replace(path, aside)
+        warnings.warn(
+            f"resume checkpoint {str(path)!r} is corrupt or not a checkpoint ({type(err).__name__}); "
+            f"moved to {aside.name!r}, training from the start",
+            stacklevel=2,
+        )
+        return 0, []
     if len(state["adapters"]) != len(adapters):
         raise ValueError(f"checkpoint {path} holds {len(state['adapters'])} adapters, not {len(adapters)}")
     for a, (opt, sched), a_state, o_state, s_state in zip(

@@ -1,0 +1,171 @@
+"""Fault injection, inputs side: broken training configs, diverging training, a cell that fails after
+training, bad command lines and checkpoints, cuts of ViTs at their own input size. Each case must end in a
+clear message (no traceback) or a correct result, and lose no finished work (issue 14)."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+import yaml
+from conftest import TINY_TRAIN
+from torch import nn
+
+import stitching.bench.cell as cell_module
+from stitching.bench.cell import run_cell
+from stitching.bench.grid import expand_suite
+from stitching.bench.store import ResultStore
+from stitching.bench.suite import load_suite
+from stitching.core.optim import Recipe
+from stitching.core.training import TrainOptions, train_adapter
+
+SMALL_DIGITS = {
+    "class_path": "stitching.data.DigitsDataModule",
+    "init_args": {"image_size": 16, "val_fraction": 0.3, "test_fraction": 0.4},
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    """One model store for the module (base models trained once), picked up by fresh cell contexts."""
+    path = tmp_path_factory.mktemp("stitching-cache")
+    old = os.environ.get("STITCHING_CACHE")
+    os.environ["STITCHING_CACHE"] = str(path)
+    cell_module._CONTEXTS.clear()
+    yield path
+    if old is None:
+        os.environ.pop("STITCHING_CACHE")
+    else:
+        os.environ["STITCHING_CACHE"] = old
+    cell_module._CONTEXTS.clear()
+
+
+def _one_cell_suite(path, write_suite, **overrides):
+    """A suite of one cell: mini_resnet (seed 0) stitched into itself at depth 0.5, on small 16x16 digits."""
+    models = {"resnet": {"name": "mini_resnet", "train": overrides.pop("train", TINY_TRAIN), "seeds": [0]}}
+    return write_suite(
+        path, models=models, pairs={"mode": "same_arch", "include_self": True}, dataset=SMALL_DIGITS,
+        permutations=20, **overrides,
+    )  # fmt: skip
+
+
+# --- cell ids follow what determines the result -------------------------------------------------------------
+
+
+def _ids(path, write_suite, train) -> set[str]:
+    return {c.cell_id for c in expand_suite(load_suite(_one_cell_suite(path, write_suite, train=str(train))))}
+
+
+def test_cell_id_follows_the_training_configs_content_not_its_path(tmp_path, write_suite):
+    config = tmp_path / "a" / "train.yaml"
+    config.parent.mkdir()
+    shutil.copy(TINY_TRAIN, config)
+    before = _ids(tmp_path / "s.yaml", write_suite, config)
+    moved = tmp_path / "b" / "elsewhere.yaml"
+    moved.parent.mkdir()
+    shutil.copy(config, moved)
+    assert _ids(tmp_path / "m.yaml", write_suite, moved) == before, "same content at another path: same cell"
+    edited = yaml.safe_load(config.read_text())
+    edited["trainer"]["max_epochs"] = 2
+    config.write_text(yaml.safe_dump(edited))
+    after = _ids(tmp_path / "s.yaml", write_suite, config)
+    assert after.isdisjoint(before), "an edited training config must not reuse the old cells' results"
+    config.write_text("# a comment changes nothing\n" + yaml.safe_dump(edited))
+    assert _ids(tmp_path / "s.yaml", write_suite, config) == after
+
+
+def test_cells_without_a_training_config_keep_their_ids(write_suite, tmp_path):
+    suite = load_suite(
+        write_suite(tmp_path / "s.yaml", models={"r": {"name": "mini_resnet", "seeds": [0, 1]}})
+    )
+    for cell in expand_suite(suite):
+        assert "train_digest" not in cell.config.identity()["source"]
+        assert cell.config.source.train_digest is None
+    trained = expand_suite(load_suite(write_suite(tmp_path / "t.yaml")))[0]
+    assert trained.config.identity()["source"]["train"].startswith("sha256:")
+    assert trained.config.to_dict()["source"]["train"] == TINY_TRAIN, "the record still names the file"
+
+
+# --- diverged training --------------------------------------------------------------------------------------
+
+
+class _Frozen(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, 3)
+        self.head.requires_grad_(False)
+
+    def forward(self, z):
+        return self.head(z)
+
+
+def test_training_stops_at_the_first_non_finite_epoch_and_says_so():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    adapter = nn.Linear(4, 4)
+    for lr in (float("inf"), 1e38):  # a NaN training loss; a finite one with an infinite validation loss
+        recipe = Recipe(optimizer="sgd", lr=lr, epochs=5, batch_size=16)
+        log = train_adapter(adapter, _Frozen(), x, y, recipe, TrainOptions(val=(x, y)))
+        assert log.diverged_epoch == 1
+        assert len(log.epochs) == 1, "no epoch after the loss stopped being finite"
+        assert log.converged is False
+    fine = train_adapter(nn.Linear(4, 4), _Frozen(), x, y, Recipe(lr=1e-2, epochs=2, batch_size=16))
+    assert fine.diverged_epoch is None and len(fine.epochs) == 2
+
+
+def test_corrupt_resume_checkpoint_is_set_aside_with_a_warning(tmp_path):
+    x, y = torch.randn(32, 4), torch.randint(0, 3, (32,))
+    checkpoint = tmp_path / "adapter.pt"
+    checkpoint.write_bytes(os.urandom(300))
+    with pytest.warns(UserWarning, match="adapter.pt.*corrupt or not a checkpoint"):
+        log = train_adapter(
+            nn.Linear(4, 4),
+            _Frozen(),
+            x,
+            y,
+            Recipe(epochs=1, batch_size=16),
+            TrainOptions(checkpoint=checkpoint),
+        )
+    assert len(log.epochs) == 1 and (tmp_path / "adapter.pt.corrupt").is_file()
+
+
+def test_diverged_cell_is_recorded_as_diverged_not_as_an_accuracy(cache_dir, tmp_path, write_suite):
+    suite = _one_cell_suite(
+        tmp_path / "d.yaml", write_suite, recipe={"optimizer": "sgd", "lr": 1e38, "epochs": 3}, metrics=[]
+    )
+    (cell,) = expand_suite(load_suite(suite))
+    record = run_cell(cell, tmp_path / "results")
+    assert record["training"]["diverged_epoch"] == 1 and record["training"]["epochs_run"] == 1
+    assert record["metrics"]["stitched_acc"] is None and record["metrics"]["penalty"] is None
+    assert record["metrics"]["control_acc"] is None
+    assert record["metrics"]["target_acc"] > 0  # what did not diverge is still measured
+    assert "penalty" not in record["statistics"]["intervals"]
+    stored = json.loads((tmp_path / "results" / "cells" / f"{cell.cell_id}.json").read_text())
+    assert stored["metrics"]["stitched_acc"] is None
+
+
+# --- a failure inside a cell keeps what it computed ------------------------------------------------------
+
+
+def test_failure_after_training_keeps_the_adapter_and_the_rerun_resumes(
+    cache_dir, tmp_path, write_suite, monkeypatch
+):
+    suite = _one_cell_suite(tmp_path / "f.yaml", write_suite, recipe={"epochs": 2}, metrics=["linear_cka"])
+    (cell,) = expand_suite(load_suite(suite))
+    store = tmp_path / "results"
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure in the alignment step")
+
+    monkeypatch.setattr(cell_module, "permutation_test", broken)
+    with pytest.raises(RuntimeError, match="injected"):
+        run_cell(cell, store)
+    work = store / "work" / cell.cell_id
+    assert (work / "adapter.pt").is_file() or (work / "adapters.pt").is_file(), "the trained adapter is kept"
+    assert not ResultStore(store).has(cell.cell_id)
+    monkeypatch.undo()
+    record = run_cell(cell, store)
+    assert record["training"]["resumed_from_epoch"] == 2, "training is not repeated"
+    assert "linear_cka" in record["metrics"]
+    assert not work.exists(), "checkpoints go once the record exists"
