@@ -85,6 +85,12 @@ class CellConfig:
     """At most this many test samples enter the metrics."""
     permutations: int = 1000
     """Permutations in each alignment metric's permutation test."""
+    cache_dtype: str = "float32"
+    """Dtype of the cached front activations (``float32``, ``bfloat16``, ``float16``)."""
+    train_per_class: int | None = None
+    """Training images per class (a seeded subset of the training split); None: the whole split."""
+    subset_seed: int = 0
+    """Seed of the training subset's draw."""
 
     @property
     def adapter_config(self) -> AdapterConfig:

@@ -59,6 +59,9 @@ def bench_parser() -> jsonargparse.ArgumentParser:
     )
     add_executor_arguments(parser)
     add_runtime_arguments(parser)
+    from stitching.bench.cache import CacheSettings
+
+    parser.add_class_arguments(CacheSettings, "cache")  # budgets the plan and the cells' caches obey
     return parser
 
 
@@ -92,11 +95,12 @@ def bench_main(argv: list[str]) -> int:
         cells = _select_cells(cells, args.cell)
         if cells is None:
             return 2
+    plan_ok = _plan(suite, cells, args)  # the cost before anything runs; stops a suite that cannot fit
     if args.dry_run:
-        for cell in cells:
-            print(cell.describe())
         print(f"{len(cells)} cells")
-        return 0
+        return 0 if plan_ok else 2
+    if not plan_ok:
+        return 2
     lead = True
     if runtime.distributed and args.executor == "inline":
         # DDP on this machine: the command starts once more per extra device; all ranks run the same
@@ -136,6 +140,29 @@ def bench_main(argv: list[str]) -> int:
         runs = log_cells_to_wandb(summary["results_dir"], project=project, entity=entity or None)
         print(f"logged {len(runs)} W&B runs to {args.wandb_project}")
     return 1 if summary["failed"] else 0
+
+
+def _plan(suite, cells: list, args) -> bool:
+    """Print the plan (with ``--dry-run``) or its problems; hand the cache settings to the cells' processes.
+    False when the suite does not fit its budgets."""
+    from dataclasses import replace
+
+    from stitching.bench.cache import CacheSettings
+    from stitching.bench.plan import format_plan, gather
+    from stitching.bench.runner import results_dir_for
+
+    settings = CacheSettings(**args.cache.as_dict())
+    os.environ.update(replace(settings, path=settings.path or suite.activations.path).to_env())
+    try:
+        plan = gather(suite, cells, settings, results_dir_for(suite, args.results))
+    except Exception as err:  # the plan informs; a model it cannot size fails in its cell as before
+        print(f"plan: not available ({type(err).__name__}: {err})", file=sys.stderr)
+        return True
+    if args.dry_run:
+        print(format_plan(plan))
+    elif plan.problems:
+        print(format_plan(plan), file=sys.stderr)
+    return not plan.problems
 
 
 def _export_fit(cells: list, args, accelerator: str) -> int:

@@ -164,6 +164,9 @@ def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cut
                 metric_reduction=suite.metric_reduction,
                 metric_samples=suite.metric_samples,
                 permutations=suite.permutations,
+                cache_dtype=suite.activations.dtype,
+                train_per_class=suite.activations.train_per_class,
+                subset_seed=suite.activations.subset_seed,
             )
             cells.append(Cell(config, ref))
     return cells

@@ -67,6 +67,9 @@ class CellRecord:
     statistics: dict[str, Any] | None = None
     """95% intervals of every accuracy and penalty, the McNemar p-value, the method and test-set size
     (``stitching.bench.statistics``), recomputable from the kept predictions."""
+    activations: dict[str, Any] | None = None
+    """How the front activations were kept: ``path`` (``cached`` or ``streamed``: the training split's),
+    ``dtype``, and the ``train_subset`` draw (images per class, seed, images, index hash)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form; extra fields left as None are left out, as before they were typed."""
@@ -92,7 +95,10 @@ class CellRecord:
         return cls(**data)
 
 
-_EXTRA = ("adapter_params", "training", "base_models", "specs", "statistics", "features", "alignment_errors")
+_EXTRA = (
+    *("adapter_params", "training", "base_models", "specs", "statistics", "features", "alignment_errors"),
+    "activations",
+)
 
 PACKAGES = ("stitching", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")
 

@@ -78,6 +78,27 @@ class CutSpec:
     """``matched``: source and target cut at the same depth index; ``matrix``: every source x target cut."""
 
 
+@dataclass
+class ActivationSettings:
+    """How the fronts' activations are kept: a suite's ``activations`` section (see the plan,
+    ``stitching bench SUITE --dry-run``)."""
+
+    path: Literal["auto", "cached", "streamed"] = "auto"
+    """``auto``: cache what fits the budgets (``--cache.memory_gb``/``--cache.disk_gb``), stream the rest;
+    ``cached``: refuse to run when it does not fit; ``streamed``: run the frozen fronts on the fly for every
+    training split. The results are the same on either path (``--cache.path`` overrides it)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Cached activations' dtype: bfloat16/float16 halve the bytes (part of each cell's config)."""
+    train_per_class: int | None = None
+    """Train (and fit) adapters on this many training images per class, drawn with ``subset_seed``
+    (``null``: the whole training split); validation and test splits stay whole."""
+    subset_seed: int = 0
+    """Seed of the training subset's draw (recorded in every cell)."""
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    """Images per split (``train``, ``val``, ``test``) for the plan when the dataset is not on this machine
+    (e.g. planning an ImageNet suite on a login node)."""
+
+
 Control = Literal["random_source", "clustered_noise"]
 """A control stitched beside every cell."""
 
@@ -124,6 +145,8 @@ class Suite:
     permutations: int = 1000
     """Permutations of the test samples in each alignment metric's permutation test
     (``stitching.metrics.permutation_test``): records get ``<metric>_p``, ``_null95`` and ``_calibrated``."""
+    activations: ActivationSettings = field(default_factory=ActivationSettings)
+    """How front activations are kept (cached or streamed, their dtype) and the training subset."""
     source_path: str = ""
     """Where the suite was loaded from (filled in by ``load_suite``)."""
 

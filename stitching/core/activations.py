@@ -4,6 +4,7 @@ path, so that ``stitching fit`` and ``stitching bench`` fit the same least-squar
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -41,3 +42,62 @@ def activation_spec(activation: torch.Tensor, cut: CutPoint) -> ActivationSpec:
     if grid is not None and grid[0] * grid[1] != activation.shape[1] - cut.spec.num_prefix_tokens:
         grid = None  # the dataset's input size differs from the model's default: infer a square grid
     return ActivationSpec.from_tensor(activation[:1], cut.spec.num_prefix_tokens, grid)
+
+
+class ImageBatches:
+    """The images of a dataset by index, the last batch remembered: the fronts that stream from the same
+    split in one training step (the stitched source, the random-source control, the target) load and
+    decode each image once."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        """The images at ``idx`` (1-d indices), stacked."""
+        if self._last is not None and torch.equal(self._last[0], idx):
+            return self._last[1]
+        images = torch.stack([self.dataset[i][0] for i in idx.tolist()])
+        self._last = (idx.clone(), images)
+        return images
+
+
+class StreamedActivations:
+    """What a cached activation tensor is to its readers, computed on demand: ``x[idx]`` runs the frozen
+    ``front`` on the images at ``idx`` under ``torch.no_grad()`` (and the speed switches' autocast), on
+    ``device``, rounded through ``dtype`` as a cache of that dtype would store it. Readers (training, the
+    least-squares fit, scoring) index it exactly as they index a cached tensor."""
+
+    def __init__(
+        self,
+        images: ImageBatches,
+        front: nn.Module,
+        sample_shape: tuple[int, ...],
+        device: str | torch.device,
+        dtype: torch.dtype = torch.float32,
+        autocast=None,
+    ) -> None:
+        self.images, self.front, self.device, self.dtype = images, front, device, dtype
+        self.shape = torch.Size((len(images), *sample_shape))
+        self._autocast = autocast
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> torch.Tensor:
+        if isinstance(index, int):
+            return self[torch.tensor([index])][0]
+        if isinstance(index, slice):
+            index = torch.arange(*index.indices(len(self)))
+        index = torch.as_tensor(index).reshape(-1)
+        x = self.images.get(index).to(self.device)
+        with torch.no_grad(), self._autocast(self.device) if self._autocast else nullcontext():
+            out = self.front(x)
+        return out.to(self.dtype).cpu()  # readers gather batches from host memory, as from a cache
