@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ from lightning.pytorch.utilities.seed import isolate_rng
 from torch import nn
 
 import stitching
-from stitching._utils import atomic_path, atomic_write, stable_hash
+from stitching._utils import atomic_path, atomic_write, remove_stale_temporaries, stable_hash
 from stitching.lightning_cli import StitchingCLI
 from stitching.models import create_model
 from stitching.nn import num_parameters
@@ -142,15 +143,29 @@ def get_trained(source: ModelSource) -> TrainedModel:
     """Train ``source`` with its ``train`` config on first use; afterwards return the stored result."""
     final, args, config = _store_entry(source)
     if not (final / "metrics.json").is_file():
+        if ":" not in source.name and not timm.is_model(source.name):
+            create_model(source.name)  # raises UnknownModelError with a hint, before the store is touched
         final.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final) + ".lock"):
+        lock = Path(str(final) + ".lock")
+        with FileLock(str(lock)):
             if not (final / "metrics.json").is_file():  # another process may have finished meanwhile
+                _remove_leftovers(final)
                 if _in_distributed_run():
                     _train_in_fresh_process(final, args, config, source)
                 else:
                     _train_into(final, args, config, source)
+        lock.unlink(missing_ok=True)  # safe once stored: whoever waits on it finds metrics.json and leaves
     metrics = json.loads((final / "metrics.json").read_text())
     return TrainedModel(final / "model.ckpt", metrics, final.name)
+
+
+def _remove_leftovers(final: Path) -> None:
+    """Under ``final``'s lock (no one else trains it now): remove the scratch directories and temporary files
+    a killed training of it left behind."""
+    for scratch in final.parent.glob(f".tmp-{final.name}-*"):
+        print(f"stitching zoo: removing {scratch}, left by a killed training", file=sys.stderr)
+        shutil.rmtree(scratch, ignore_errors=True)
+    remove_stale_temporaries(final, max_age_s=0.0)
 
 
 def store_key(config: dict) -> str:

@@ -12,7 +12,7 @@ from torch import nn
 
 from stitching.bench.cache import ActivationCache, cache_key
 from stitching.bench.record import READABLE, SCHEMA, CellRecord, RecordError, make_record
-from stitching.bench.store import ResultStore
+from stitching.bench.store import ResultStore, StoreWarning
 from stitching.core.optim import Recipe
 from stitching.core.training import TrainOptions, train_adapter
 from stitching.nn import freeze
@@ -41,8 +41,10 @@ def test_a_record_of_another_schema_is_refused_naming_the_file_and_both_versions
         store.read("old")
     message = str(err.value)
     assert str(store.path("old")) in message and "'stitching.cell/0'" in message and repr(SCHEMA) in message
-    with pytest.raises(RecordError, match=r"stitching\.cell/0"):
-        list(store.records())
+    assert not store.path("old").exists()  # quarantined, not deleted
+    store.write({**record("old"), "schema": "stitching.cell/0"})
+    with pytest.warns(StoreWarning, match=r"stitching\.cell/0.*moved to .*quarantine"):
+        assert list(store.records()) == []  # the leaderboard reads on, the cell counts as not done
     unversioned = record("none")
     del unversioned["schema"]
     store.write(unversioned)
@@ -74,7 +76,8 @@ def test_the_committed_reference_records_load():
 
 
 def _writer(root, i):
-    ResultStore(root).write({"cell_id": f"c{i % 4}", "payload": "x" * 100_000, "i": i})
+    cell = {"cell_id": f"c{i % 4}", "suite": {"name": "t", "version": "1"}, "config": {"payload": "x" * 100_000}}
+    ResultStore(root).write(make_record(cell, {"target_acc": i / 16}, {"train": 1.0}))
 
 
 def test_concurrent_writers_never_leave_a_corrupt_record(tmp_path):
@@ -87,7 +90,7 @@ def test_concurrent_writers_never_leave_a_corrupt_record(tmp_path):
     store = ResultStore(tmp_path)
     assert store.finished_ids() == {"c0", "c1", "c2", "c3"}
     for path in store.cells_dir.glob("*.json"):
-        assert len(json.loads(path.read_text())["payload"]) == 100_000
+        assert len(json.loads(path.read_text())["config"]["payload"]) == 100_000
     assert not list(store.cells_dir.glob(".*.tmp"))
 
 

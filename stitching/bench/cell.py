@@ -74,15 +74,14 @@ def run_cell(
     """Run one cell (or return its existing record) and store its record under ``store_dir``.
 
     The cell is claimed first (`stitching.bench.claims`): a cell another live process holds raises
-    `claims.CellClaimed`, and only the claimer resumes from the cell's checkpoints (a corrupt one is
-    quarantined with a warning and training starts over). ``runtime`` chooses the devices (see
-    :mod:`stitching.bench.runtime`); with DDP every rank calls this for the same cells in the same order,
-    rank 0 claims and tells the others, and rank 0 writes the record.
+    `claims.CellClaimed`, and only the claimer resumes from the cell's checkpoints. ``runtime`` chooses the
+    devices (see :mod:`stitching.bench.runtime`); with DDP every rank calls this for the same cells in the
+    same order, rank 0 claims and tells the others, and rank 0 writes the record.
     """
     store = ResultStore(store_dir)
     ctx = context or default_context(runtime)
     work_dir = Path(store_dir) / "work" / cell.cell_id
-    claim, status = _claim(store, cell.cell_id, work_dir) if ctx.is_global_zero else (None, "")
+    claim, status = _claim(store, cell.cell_id) if ctx.is_global_zero else (None, "")
     if ctx.fabric is not None:  # every rank must take the same branch: rank 0 decides
         status = ctx.fabric.broadcast(status)
     if status == "done":
@@ -96,7 +95,7 @@ def run_cell(
             claim.release()
 
 
-def _claim(store: ResultStore, cell_id: str, work_dir: Path) -> tuple[claims.Claim | None, str]:
+def _claim(store: ResultStore, cell_id: str) -> tuple[claims.Claim | None, str]:
     """``(claim, "run")`` when this process now holds the cell, ``(None, "done")`` when it has a record,
     ``(None, "elsewhere:<holder>")`` when another live process holds it."""
     if store.has(cell_id):
@@ -107,7 +106,6 @@ def _claim(store: ResultStore, cell_id: str, work_dir: Path) -> tuple[claims.Cla
     if store.has(cell_id):  # its previous holder finished it between our two looks
         got.release()
         return None, "done"
-    _quarantine_corrupt_checkpoints(store, work_dir)
     return got, "run"
 
 
@@ -141,27 +139,6 @@ def _compute(
         ) from error
     _remove_checkpoints(work_dir)
     return record
-
-
-CHECKPOINT_KEYS = ("adapters", "optimizers", "schedulers", "logs", "epoch")
-"""What an adapter checkpoint of `stitching.core.training` holds."""
-
-
-def _quarantine_corrupt_checkpoints(store: ResultStore, work_dir: Path) -> None:
-    """Move aside (with a warning naming it) each checkpoint of ``work_dir`` that does not load, weights
-    only, as an adapter checkpoint: the cell then trains from scratch instead of failing on every re-run."""
-    for path in sorted(work_dir.glob("*.pt")):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            problem = (
-                None
-                if isinstance(state, dict) and set(CHECKPOINT_KEYS) <= set(state)
-                else "not an adapter checkpoint"
-            )
-        except Exception as error:  # torch raises several types for damaged files
-            problem = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        if problem is not None:
-            store.quarantine(path, f"corrupt adapter checkpoint ({problem}); training starts from scratch")
 
 
 def _feature_key(config: CellConfig, side: str) -> str:

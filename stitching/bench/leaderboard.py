@@ -1,9 +1,11 @@
 """Tidy tables and leaderboards built from cell records only (never edited by hand).
 
 A leaderboard row averages the cells (seed pairs) of one setup: the same pair, cuts, adapter, init,
-objective, training recipe and suite version. Its intervals come from a hierarchical bootstrap over the
-cells' kept test predictions (``stitching.stats.hierarchical_bootstrap``), its rank from
-``stitching.stats.rank_groups`` on the penalty intervals (overlapping intervals share a rank).
+objective, training recipe and suite version, and the same everything else of the config but the seeds
+(``setup``, a hash: a store that holds cells of an edited suite never averages old and new ones). Its
+intervals come from a hierarchical bootstrap over the cells' kept test predictions
+(``stitching.stats.hierarchical_bootstrap``), its rank from ``stitching.stats.rank_groups`` on the penalty
+intervals (overlapping intervals share a rank).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from stitching._utils import atomic_path, atomic_write
+from stitching._utils import atomic_path, atomic_write, stable_hash
 from stitching.bench.best_pairs import best_cut_pairs
 from stitching.bench.columns import CELL_INTERVALS, DESCRIPTIVE, ID_COLUMNS
 from stitching.bench.controls import PREFIXES
@@ -38,8 +40,11 @@ GROUP_COLUMNS = [
     "objective",
     "recipe",
     "suite_version",
+    "setup",
 ]
 """A leaderboard row: cells equal in all of these (they differ only in their seeds)."""
+SEED_FIELDS = ("seed", "checkpoint")
+"""Fields of a base model that change with its seed (a checkpoint template names one file per seed)."""
 HEADLINE = [
     "stitched_acc",
     "penalty",
@@ -79,6 +84,7 @@ def _cell_row(r: dict[str, Any]) -> dict[str, Any]:
         "cell_id": r["cell_id"],
         "suite": r["suite"]["name"],
         "suite_version": str(r["suite"]["version"]),
+        "setup": setup_key(c),
         "source": c["source"]["key"],
         "source_model": c["source"]["name"],
         "source_seed": c["source"]["seed"],
@@ -101,9 +107,18 @@ def _cell_row(r: dict[str, Any]) -> dict[str, Any]:
         "n_test_images": statistics.get("n_images", math.nan),
         "test_note": statistics.get("note"),
         "penalty_p": math.nan,
-        **r["metrics"],
+        **{name: math.nan if value is None else value for name, value in r["metrics"].items()},
         **bounds,
     }
+
+
+def setup_key(config: Mapping[str, Any]) -> str:
+    """8 hex digits over a cell's config without its seeds: cells that differ only in seeds share it."""
+    setup = {k: v for k, v in config.items() if k != "stitch_seed"}
+    for side in ("source", "target"):
+        if isinstance(setup.get(side), Mapping):
+            setup[side] = {k: v for k, v in setup[side].items() if k not in SEED_FIELDS}
+    return stable_hash(setup, 8)
 
 
 def _adapter_label(options: dict) -> str:
@@ -259,12 +274,15 @@ def _flag(row: Mapping[str, Any]) -> str:
     return "; ".join(flags)
 
 
-_VARIANT = ("adapter", "init", "objective", "recipe", "suite_version")
+_VARIANT = ("adapter", "init", "objective", "recipe", "suite_version", "setup")
 
 
 def to_markdown(table: pd.DataFrame, title: str) -> str:
     """A compact Markdown leaderboard in percentage points, with 95% intervals, shared ranks and flags."""
-    varying = [c for c in _VARIANT if c in table and table[c].nunique(dropna=False) > 1]
+    varying = [c for c in _VARIANT if c in table and table[c].nunique(dropna=False) > 1 and c != "setup"]
+    shown = [c for c in GROUP_COLUMNS if c in table and c != "setup"]
+    if "setup" in table and table.duplicated(shown).any():  # rows told apart by the setup hash alone
+        varying.append("setup")
     lines = [f"# {title}", "", _HOW_TO_READ, ""]
     notes = sorted({n for n in table.get("note", []) if isinstance(n, str) and n})
     lines += [f"**Note:** {n}." for n in notes] + ([""] if notes else [])

@@ -67,6 +67,11 @@ class CellRecord:
     statistics: dict[str, Any] | None = None
     """95% intervals of every accuracy and penalty, the McNemar p-value, the method and test-set size
     (``stitching.bench.statistics``), recomputable from the kept predictions."""
+    nonfinite: dict[str, str] | None = None
+    """Numbers that are not finite (``nan``, ``inf``, ``-inf``) by JSON pointer (``/metrics/x``): the file
+    holds ``null`` there, so it stays strict JSON; `stitching.bench.store` restores them on read."""
+    claim: dict[str, Any] | None = None
+    """Who computed the cell under its claim (``host``, ``pid``, ``took_over`` a stale claim)."""
     activations: dict[str, Any] | None = None
     """How the front activations were kept: ``path`` (``cached`` or ``streamed``: the training split's),
     ``dtype``, and the ``train_subset`` draw (images per class, seed, images, index hash)."""
@@ -97,7 +102,7 @@ class CellRecord:
 
 _EXTRA = (
     *("adapter_params", "training", "base_models", "specs", "statistics", "features", "alignment_errors"),
-    "activations",
+    *("nonfinite", "claim", "activations"),
 )
 
 PACKAGES = ("stitching", "torch", "torchvision", "timm", "lightning", "torchmetrics", "numpy", "scikit-learn")

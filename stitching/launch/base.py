@@ -7,6 +7,7 @@ owns skipping finished cells, writing records atomically and resuming a cell fro
 
 from __future__ import annotations
 
+import json
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from submitit.helpers import Checkpointable
+
+from stitching._utils import atomic_write
 
 CellFn = Callable[[dict], Any]
 GroupKey = Callable[[dict], str]
@@ -76,6 +79,8 @@ class CellBatch(Checkpointable):
         self.cells = list(cells)
         self.outcomes: dict[str, tuple[bool, Any]] = {}
         self.on_cell = on_cell
+        self.outcome_file: str | None = None
+        """Where a cluster job writes its outcomes as JSON after each cell (read back instead of a pickle)."""
 
     @property
     def cell_ids(self) -> list[str]:
@@ -93,7 +98,23 @@ class CellBatch(Checkpointable):
                 self.outcomes[cid] = (False, traceback.format_exc())
             if self.on_cell is not None:
                 self.on_cell(cid, self.outcomes[cid][0])
+            if self.outcome_file is not None:
+                write_outcomes(self.outcome_file, self.outcomes)
         return dict(self.outcomes)
+
+
+def write_outcomes(path: str | Path, outcomes: dict[str, tuple[bool, Any]]) -> None:
+    """``{cell_id: [ok, result or error text]}`` as JSON, atomically (what is not JSON is written as text)."""
+    atomic_write(path, json.dumps({cid: list(o) for cid, o in outcomes.items()}, default=repr))
+
+
+def read_outcomes(path: str | Path) -> dict[str, tuple[bool, Any]]:
+    """The outcomes `write_outcomes` wrote ({} if none, or if the file is not such JSON): never unpickled."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return {str(cid): (bool(ok), value) for cid, (ok, value) in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
 
 
 def group_cells(cells: Sequence[dict], group_key: GroupKey | None = None) -> list[list[dict]]:

@@ -7,7 +7,9 @@ job). Lightning must then *not* requeue as well: build trainers with
 ``Trainer(plugins=lightning_plugins_for_slurm())``.
 
 Job state comes from ``squeue`` (``sacct`` needs accounting, which many small clusters lack) and results
-from submitit's result pickles. Submitted job ids go to ``<workdir>/slurm_jobs.json``, so a later run over
+from a JSON outcome file each job writes after every cell (``<workdir>/slurm/outcomes/``): nothing read
+back from a results directory is unpickled, so a planted pickle in a folder the ledger names is never
+loaded. Submitted job ids go to ``<workdir>/slurm_jobs.json``, so a later run over
 the same cells re-attaches to jobs still queued or running instead of submitting them twice.
 """
 
@@ -15,17 +17,20 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.core.utils import JobPaths
 
 from stitching._utils import atomic_write
 
-from .base import CellBatch, Executor, RunReport, report_from_outcomes
+from .base import CellBatch, Executor, RunReport, read_outcomes, report_from_outcomes
 from .local import cells_bar
 from .options import SlurmOptions
 
@@ -93,9 +98,20 @@ class JobLedger:
         self.path = path
 
     def read(self) -> list[dict[str, Any]]:
+        """The recorded jobs; a damaged ledger is named in a warning and read as none (each cell's claim
+        still keeps a job in flight from being computed twice)."""
         if not self.path.exists():
             return []
-        return json.loads(self.path.read_text())["jobs"]
+        try:
+            jobs = json.loads(self.path.read_text())["jobs"]
+            if all(isinstance(j, dict) and {"job_id", "folder", "cells"} <= set(j) for j in jobs):
+                return jobs
+        except (ValueError, KeyError, TypeError):
+            pass
+        warnings.warn(
+            f"{self.path} is not a job ledger; ignoring it (it is rewritten on submission)", stacklevel=2
+        )
+        return []
 
     def write(self, jobs: list[dict[str, Any]]) -> None:
         atomic_write(self.path, json.dumps({"jobs": jobs}, indent=1))  # a reader never sees half a file
@@ -134,12 +150,10 @@ class SlurmExecutor(Executor):
         batches = [b for b in batches if not set(b.cell_ids) & in_flight]
         records = [*attached, *self._submit(batches, workdir)]
         ledger.write(records)
-        jobs = [(submitit.SlurmJob(folder=r["folder"], job_id=r["job_id"]), r["cells"]) for r in records]
         if not wait:
-            return RunReport(
-                pending={cid: job.job_id for job, cells in jobs for cid in cells if cid in order}
-            )
-        return report_from_outcomes(order, self._wait(jobs, total=len(order)))
+            pending = {cid: r["job_id"] for r in records for cid in r["cells"] if cid in order}
+            return RunReport(pending=pending)
+        return report_from_outcomes(order, self._wait(records, total=len(order)))
 
     def _submit(self, batches: list[CellBatch], workdir: Path) -> list[dict[str, Any]]:
         if not batches:
@@ -149,44 +163,49 @@ class SlurmExecutor(Executor):
             folder=folder, cluster="slurm", slurm_max_num_timeout=self.options.max_num_timeout
         )
         executor.update_parameters(**self.options.submitit_parameters())
+        for batch in batches:
+            batch.outcome_file = str(workdir / "slurm" / "outcomes" / f"{secrets.token_hex(8)}.json")
         with executor.batch():  # one sbatch call: a job array of len(batches) tasks
             jobs = [executor.submit(batch) for batch in batches]
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return [
-            {"job_id": job.job_id, "folder": folder, "cells": b.cell_ids, "submitted": now}
+            {"job_id": job.job_id, "folder": folder, "cells": b.cell_ids, "submitted": now,
+             "outcomes": b.outcome_file}
             for job, b in zip(jobs, batches, strict=True)
-        ]
+        ]  # fmt: skip
 
-    def _wait(
-        self, jobs: list[tuple[submitit.SlurmJob, list[str]]], total: int
-    ) -> dict[str, tuple[bool, Any]]:
-        """Poll until every job has a result or has left the queue without one."""
+    def _wait(self, jobs: list[dict[str, Any]], total: int) -> dict[str, tuple[bool, Any]]:
+        """Poll until every job has written the outcome of each of its cells or has left the queue."""
         outcomes: dict[str, tuple[bool, Any]] = {}
         remaining = list(jobs)
         with cells_bar(total, "cells (slurm)", self.progress) as bar:  # ticks as each job's cells finish
             while remaining:
-                finished = [(j, c) for j, c in remaining if j.paths.result_pickle.exists()]
-                states = squeue_states([j.job_id for j, _ in remaining])
-                if states is not None:  # left the queue with no result: crashed, cancelled or out of time
-                    gone = [(j, c) for j, c in remaining if states.get(j.job_id) not in ACTIVE_STATES]
-                    finished += [x for x in gone if x not in finished]
-                for job, cells in finished:
-                    outcomes.update(self._collect(job, cells, states or {}))
-                    bar.update(len(cells))
-                remaining = [x for x in remaining if x not in finished]
+                finished = [j for j in remaining if set(j["cells"]) <= set(_outcomes_of(j))]
+                states = squeue_states([j["job_id"] for j in remaining])
+                if states is not None:  # left the queue: finished, crashed, cancelled or out of time
+                    gone = [j for j in remaining if states.get(j["job_id"]) not in ACTIVE_STATES]
+                    finished += [j for j in gone if j not in finished]
+                for job in finished:
+                    outcomes.update(self._collect(job, states or {}))
+                    bar.update(len(job["cells"]))
+                remaining = [j for j in remaining if j not in finished]
                 if remaining:
                     time.sleep(self.options.poll_s)
         return outcomes
 
     @staticmethod
-    def _collect(job: submitit.SlurmJob, cells: list[str], states: dict[str, str]) -> dict[str, tuple]:
-        if not job.paths.result_pickle.exists():
-            time.sleep(1)  # the job may have written its result just after our check
-        if not job.paths.result_pickle.exists():
-            state = states.get(job.job_id, "no longer in squeue")
-            reason = f"SLURM job {job.job_id} ended ({state}) without a result; log: {job.paths.stderr}"
-            return {cid: (False, reason) for cid in cells}
-        try:
-            return job.result()
-        except Exception as error:  # the batch itself failed (e.g. timed out too often)
-            return {cid: (False, f"SLURM job {job.job_id} failed: {error}") for cid in cells}
+    def _collect(job: dict[str, Any], states: dict[str, str]) -> dict[str, tuple]:
+        """The job's outcomes from its JSON file; a cell without one failed, with the job's log named."""
+        found = _outcomes_of(job)
+        if not set(job["cells"]) <= set(found):
+            time.sleep(1)  # the job may have written its last outcome just after our check
+            found = _outcomes_of(job)
+        state = states.get(job["job_id"], "no longer in squeue")
+        log = JobPaths(job["folder"], job_id=job["job_id"]).stderr
+        reason = f"SLURM job {job['job_id']} ended ({state}) without an outcome for this cell; log: {log}"
+        return {cid: found.get(cid, (False, reason)) for cid in job["cells"]}
+
+
+def _outcomes_of(job: dict[str, Any]) -> dict[str, tuple[bool, Any]]:
+    """What a job wrote of its cells (JSON, never a pickle); {} for a job without an outcome file."""
+    return read_outcomes(job["outcomes"]) if job.get("outcomes") else {}
