@@ -76,7 +76,8 @@ def test_the_committed_reference_records_load():
 
 
 def _writer(root, i):
-    cell = {"cell_id": f"c{i % 4}", "suite": {"name": "t", "version": "1"}, "config": {"payload": "x" * 100_000}}
+    suite = {"name": "t", "version": "1"}
+    cell = {"cell_id": f"c{i % 4}", "suite": suite, "config": {"payload": "x" * 100_000}}
     ResultStore(root).write(make_record(cell, {"target_acc": i / 16}, {"train": 1.0}))
 
 
