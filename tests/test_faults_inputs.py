@@ -169,3 +169,37 @@ def test_failure_after_training_keeps_the_adapter_and_the_rerun_resumes(
     assert record["training"]["resumed_from_epoch"] == 2, "training is not repeated"
     assert "linear_cka" in record["metrics"]
     assert not work.exists(), "checkpoints go once the record exists"
+
+
+# --- cuts of a ViT at its own input size ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8}),
+        ("vit_tiny_patch16_224", {"img_size": (32, 48), "patch_size": 8}),
+        ("deit_tiny_distilled_patch16_224", {"img_size": 32, "patch_size": 8}),
+        ("vit_tiny_patch16_224", {"img_size": 384, "depth": 2}),
+    ],
+    ids=["vit32", "vit32x48", "deit32", "vit384"],
+)
+def test_vit_cuts_at_the_models_own_input_size(name, options):
+    from stitching.cuts import list_cuts, split_model
+    from stitching.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model(name, pretrained=False, **options).eval()
+    assert tuple(model.pretrained_cfg["input_size"]) == (3, 224, 224), "timm keeps the pretrained size"
+    size = options["img_size"]
+    height, width = (size, size) if isinstance(size, int) else size
+    patch = options.get("patch_size", 16)
+    cuts = list_cuts(model)
+    assert len(cuts) == len(model.blocks) + 1
+    assert all(c.spec.grid == (height // patch, width // patch) for c in cuts)
+    x = torch.randn(2, 3, height, width)
+    with torch.no_grad():
+        expected = model(x)
+        for cut in cuts:
+            front, back = split_model(model, cut)
+            torch.testing.assert_close(back(front(x)), expected, msg=f"cut {cut.name}")

@@ -17,13 +17,29 @@ class UnsupportedModelError(TypeError):
 
 
 def default_input_size(model: nn.Module) -> tuple[int, int, int]:
-    """The model's default ``(C, H, W)``, read from timm's ``pretrained_cfg``."""
+    """The model's default ``(C, H, W)``: its own patch embedding's image size where it has one (a ViT
+    built with ``img_size=32`` or ``(32, 48)``, whose ``pretrained_cfg`` still says 224), else timm's
+    ``pretrained_cfg["input_size"]``."""
     cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    own = _own_input_size(model, cfg)
+    if own is not None:
+        return own
     if "input_size" not in cfg:
         raise ValueError(
             f"{type(model).__name__} has no pretrained_cfg['input_size']: pass input_size=(C, H, W)"
         )
     return tuple(cfg["input_size"])
+
+
+def _own_input_size(model: nn.Module, cfg: dict) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of the image size a model's patch embedding was built for, or None."""
+    patch_embed = getattr(model, "patch_embed", None)
+    size = getattr(patch_embed, "img_size", None)
+    if size is None:
+        return None
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    channels = getattr(getattr(patch_embed, "proj", None), "in_channels", None)
+    return (channels or cfg.get("input_size", (3,))[0], height, width)
 
 
 def model_stages(model: nn.Module, input_size: tuple[int, ...] | None = None) -> list[Stage]:
