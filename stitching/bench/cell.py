@@ -81,7 +81,7 @@ def run_cell(
     store = ResultStore(store_dir)
     ctx = context or default_context(runtime)
     work_dir = Path(store_dir) / "work" / cell.cell_id
-    claim, status = _claim(store, cell.cell_id) if ctx.is_global_zero else (None, "")
+    claim, status = claims.claim_cell(store, cell.cell_id) if ctx.is_global_zero else (None, "")
     if ctx.fabric is not None:  # every rank must take the same branch: rank 0 decides
         status = ctx.fabric.broadcast(status)
     if status == "done":
@@ -93,20 +93,6 @@ def run_cell(
     finally:
         if claim is not None:
             claim.release()
-
-
-def _claim(store: ResultStore, cell_id: str) -> tuple[claims.Claim | None, str]:
-    """``(claim, "run")`` when this process now holds the cell, ``(None, "done")`` when it has a record,
-    ``(None, "elsewhere:<holder>")`` when another live process holds it."""
-    if store.has(cell_id):
-        return None, "done"
-    got = claims.try_claim(claims.claims_dir(store.root), cell_id)
-    if isinstance(got, claims.Holder):
-        return None, f"elsewhere:{got.describe()}"
-    if store.has(cell_id):  # its previous holder finished it between our two looks
-        got.release()
-        return None, "done"
-    return got, "run"
 
 
 def _compute(

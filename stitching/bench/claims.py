@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from stitching._utils import FILE_MODE, pid_alive, this_host
+from stitching.bench.store import ResultStore
 
 DEFAULT_LEASE_S = 300.0
 """Seconds without a heartbeat after which a claim is stale (its claimer presumed dead)."""
@@ -149,6 +150,21 @@ def try_claim(directory: str | os.PathLike, cell_id: str, lease_s: float | None 
             return current
         took_over = _take_over(path, current, lease) or took_over
     raise RuntimeError(f"could not claim {path}: it changed hands 100 times while this process tried")
+
+
+def claim_cell(store: ResultStore, cell_id: str, lease_s: float | None = None) -> tuple[Claim | None, str]:
+    """Claim a cell of ``store`` unless it is done: ``(claim, "run")`` when this process now holds it,
+    ``(None, "done")`` when it has a valid record, ``(None, "elsewhere:<holder>")`` when another live process
+    holds it. ``run_cell`` computes a cell only on ``"run"``, so only the claimer resumes its checkpoints."""
+    if store.has(cell_id):
+        return None, "done"
+    got = try_claim(claims_dir(store.root), cell_id, lease_s)
+    if isinstance(got, Holder):
+        return None, f"elsewhere:{got.describe()}"
+    if store.has(cell_id):  # its previous holder finished it between our two looks
+        got.release()
+        return None, "done"
+    return got, "run"
 
 
 def live_holder(directory: str | os.PathLike, cell_id: str, lease_s: float | None = None) -> Holder | None:

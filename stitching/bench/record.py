@@ -141,13 +141,13 @@ def git_commit() -> str | None:
 
 def metric_directions(metrics: dict[str, float]) -> dict[str, bool]:
     """Whether higher is better for each metric of a record (alignment metrics from their registry)."""
-    from stitching.metrics import get_metric
-
     directions = {}
     for name in metrics:
         if name in HIGHER_IS_BETTER:
             directions[name] = HIGHER_IS_BETTER[name]
             continue
+        from stitching.metrics import get_metric  # only for alignment metrics: it imports torch
+
         base, suffix = split_suffix(name)
         directions[name] = False if suffix == "_p" else bool(get_metric(base).higher_is_better)
     return directions
