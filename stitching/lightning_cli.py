@@ -20,6 +20,20 @@ from stitching._cli_errors import StitchingArgumentParser
 RUNS_DIR = Path("runs")
 
 
+def _check_ckpt_path(parser, path) -> None:
+    """A ``--ckpt_path`` file that is missing, corrupt or refused: one line before anything is built."""
+    if not path or str(path) in ("last", "best", "hpc", "registry"):
+        return
+    from stitching.models import read_checkpoint
+
+    try:
+        ckpt = read_checkpoint(path, mmap=True)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(f"--ckpt_path: {err}")
+    if not isinstance(ckpt, dict):
+        parser.error(f"--ckpt_path: {str(path)!r} is not a checkpoint (it holds a {type(ckpt).__name__})")
+
+
 class StitchingCLI(LightningCLI):
     """LightningCLI with any LightningModule/LightningDataModule, linked ``num_classes`` and per-run dirs."""
 
@@ -38,6 +52,11 @@ class StitchingCLI(LightningCLI):
             kwargs.setdefault("trainer_defaults", {"plugins": plugins})
         self._start = time.perf_counter()
         super().__init__(L.LightningModule, L.LightningDataModule, args=args, run=run, **kwargs)
+
+    def _parse_ckpt_path(self) -> None:
+        if self.config.get("subcommand"):  # Lightning reads it here first, with a raw traceback on bad bytes
+            _check_ckpt_path(self.parser, self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")

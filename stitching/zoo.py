@@ -35,7 +35,7 @@ from torch import nn
 import stitching
 from stitching._utils import atomic_path, atomic_write, remove_stale_temporaries, stable_hash
 from stitching.lightning_cli import StitchingCLI
-from stitching.models import create_model
+from stitching.models import create_model, read_checkpoint
 from stitching.nn import num_parameters
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
@@ -342,7 +342,7 @@ def _train_in_fresh_process(final: Path, args: list[str], config: dict, source: 
 
 
 def _checkpoint_hparams(path: str | Path) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_checkpoint(path, mmap=True)
     return dict(ckpt.get("hyper_parameters") or {}) if isinstance(ckpt, dict) else {}
 
 

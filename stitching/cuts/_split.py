@@ -112,8 +112,12 @@ def _pick(names: list[str], depths: list[float], cut: str | float | CutPoint) ->
     if isinstance(cut, str):
         if cut in names:
             return names.index(cut)
-        hint = did_you_mean(cut, names, n=5, cutoff=0.5)
-        raise ValueError(f"unknown cut {cut!r}; {hint}valid cuts: {', '.join(names)}")
+        depth = _as_number(cut)  # ``--model.init_args.source_cut=0.5`` arrives as the string "0.5"
+        if depth is None:
+            hint = did_you_mean(cut, names, n=5, cutoff=0.5)
+            valid = ", ".join(names)
+            raise ValueError(f"unknown cut {cut!r}; {hint}valid cuts: {valid}, or a depth in [0, 1]")
+        cut = depth
     if isinstance(cut, (int, float)) and not isinstance(cut, bool) and 0.0 <= cut <= 1.0:
         return min(range(len(depths)), key=lambda i: abs(depths[i] - cut))
     raise ValueError(f"cut must be a cut name, a depth in [0, 1] or a CutPoint, got {cut!r}; cuts: {names}")
@@ -139,3 +143,10 @@ def split_model(
     stages = model_stages(model, input_size)
     k = _resolve(stages, cut)
     return Segment(stages[: k + 1]), Segment(stages[k + 1 :])
+
+
+def _as_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

@@ -3,12 +3,49 @@
 from __future__ import annotations
 
 import os
+import pickle
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 _STATE_KEYS = ("state_dict", "model", "state_dict_ema")
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be read as a checkpoint (corrupt, not a checkpoint, or refused); names the file."""
+
+
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error per way it can fail:
+    ``FileNotFoundError`` for a missing file, `CheckpointError` saying "corrupt or not a checkpoint" for
+    truncated, empty or foreign bytes, and "not a checkpoint ... refused" for a pickle of arbitrary Python
+    objects (never unpickled). ``mmap`` maps a zip-format file instead of reading it (legacy files: read)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} not found")
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        except RuntimeError as err:
+            if not (mmap and "mmap" in str(err)):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(
+                f"{str(path)!r} is not a checkpoint of weights: it pickles Python objects, which are never "
+                "loaded (refused); save a state_dict with torch.save(model.state_dict(), path)"
+            ) from None
+        raise CheckpointError(f"{str(path)!r} is corrupt or not a checkpoint ({_reason(err)})") from None
+    except Exception as err:  # truncated zip, random bytes, text: torch raises anything from EOF to KeyError
+        raise CheckpointError(f"{str(path)!r} is corrupt or not a checkpoint ({_reason(err)})") from None
+
+
+def _reason(err: Exception) -> str:
+    first = (str(err).strip().splitlines() or [""])[0].split(". ")[0][:120]
+    return f"torch.load: {type(err).__name__}" + (f": {first}" if first else "")
 
 
 def _state_dict(ckpt: object, path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -18,8 +55,9 @@ def _state_dict(ckpt: object, path: str | os.PathLike) -> dict[str, torch.Tensor
                 return dict(ckpt[key])
         if ckpt and all(isinstance(v, torch.Tensor) for v in ckpt.values()):
             return dict(ckpt)
-    raise ValueError(
-        f"{path} holds no state_dict: expected a dict of tensors or a dict with one of {list(_STATE_KEYS)}"
+    raise CheckpointError(
+        f"{str(path)!r} is not a checkpoint of weights: it holds no state_dict (expected a dict of tensors "
+        f"or a dict with one of {list(_STATE_KEYS)})"
     )
 
 
@@ -51,7 +89,7 @@ def load_checkpoint(
     ClassifierModule saves ``hyper_parameters["model_name"]``), else naming the mismatching keys and shapes. A
     classifier of another size fails unless ``drop_head=True``.
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)
     saved_name = (ckpt.get("hyper_parameters") or {}).get("model_name") if isinstance(ckpt, Mapping) else None
     if saved_name and model_name and saved_name != model_name:
         raise ValueError(f"{path} holds a {saved_name!r} model, but the model created is {model_name!r}")
