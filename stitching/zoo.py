@@ -35,7 +35,7 @@ from torch import nn
 import stitching
 from stitching._utils import atomic_path, atomic_write, remove_stale_temporaries, stable_hash
 from stitching.lightning_cli import StitchingCLI
-from stitching.models import create_model, read_checkpoint
+from stitching.models import check_model_name, create_model, read_checkpoint
 from stitching.nn import num_parameters
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pth", ".pt", ".bin", ".safetensors")
@@ -141,6 +141,7 @@ def is_stored(source: ModelSource) -> bool:
 
 def get_trained(source: ModelSource) -> TrainedModel:
     """Train ``source`` with its ``train`` config on first use; afterwards return the stored result."""
+    check_model_name(source.name)  # before the store is touched: a failed lookup leaves no lock behind
     final, args, config = _store_entry(source)
     if not (final / "metrics.json").is_file():
         if ":" not in source.name and not timm.is_model(source.name):

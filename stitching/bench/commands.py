@@ -85,6 +85,13 @@ def bench_main(argv: list[str]) -> int:
         suite = load_suite(args.suite)
         cells = expand_suite(suite)
         runtime = runtime_from_args(args)
+        if args.executor != "slurm":  # cells run on this machine: its devices, once, before any cell
+            runtime.check_here()
+        if args.no_wait and args.executor != "slurm":
+            raise ValueError(
+                f"--no-wait returns after submitting cells to a cluster; --executor {args.executor} runs "
+                "them here, so drop --no-wait (or use --executor slurm)"
+            )
         executor = executor_from_args(args, runtime.devices, runtime.accelerator)
     except (SuiteError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -63,6 +63,19 @@ class Runtime:
         cuda = self.accelerator != "cpu" and torch.cuda.is_available()
         return torch.device("cuda" if cuda else "cpu")
 
+    def check_here(self) -> None:
+        """Raise ``ValueError`` when this machine lacks the devices asked for: checked once, before any cell,
+        by a run whose cells run here (not on SLURM nodes)."""
+        if self.accelerator not in ("gpu", "cuda"):
+            return
+        found = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if found < self.devices:
+            raise ValueError(
+                f"--trainer.accelerator {self.accelerator} asks for {self.devices} CUDA device(s), but torch "
+                f"sees {found} here; use --trainer.accelerator cpu (or auto), or --executor slurm with "
+                "--slurm.gpus_per_node"
+            )
+
     def fabric(self):
         """The launched Lightning Fabric of this process (one per process), or None for one device.
 

@@ -23,6 +23,13 @@ def list_models(filter: str = "", **kwargs) -> list[str]:
     return timm.list_models(filter, **kwargs)
 
 
+def check_model_name(name: str) -> None:
+    """Raise `UnknownModelError` (with close matches) unless timm can build ``name``."""
+    if not name.startswith(_EXTERNAL_PREFIXES) and not timm.is_model(name):
+        hint = did_you_mean(name, list_models(), n=5) or "see stitching.list_models('*pattern*')"
+        raise UnknownModelError(f"unknown model {name!r}; {hint.strip()}")
+
+
 def create_model(
     name: str,
     pretrained: bool = False,
@@ -41,9 +48,7 @@ def create_model(
             checkpoint trained with another number of classes).
         **kwargs: passed to ``timm.create_model`` (``num_classes``, ``drop_rate``, ...).
     """
-    if not name.startswith(_EXTERNAL_PREFIXES) and not timm.is_model(name):
-        hint = did_you_mean(name, list_models(), n=5) or "see stitching.list_models('*pattern*')"
-        raise UnknownModelError(f"unknown model {name!r}; {hint.strip()}")
+    check_model_name(name)
     model = timm.create_model(name, pretrained=pretrained, **kwargs)
     if checkpoint_path is not None:
         load_checkpoint(model, checkpoint_path, model_name=name, drop_head=drop_head)
