@@ -103,11 +103,8 @@ def bench_main(argv: list[str]) -> int:
         if cells is None:
             return 2
     plan_ok = _plan(suite, cells, args)  # the cost before anything runs; stops a suite that cannot fit
-    if args.dry_run:
-        print(f"{len(cells)} cells")
+    if args.dry_run or not plan_ok:
         return 0 if plan_ok else 2
-    if not plan_ok:
-        return 2
     lead = True
     if runtime.distributed and args.executor == "inline":
         # DDP on this machine: the command starts once more per extra device; all ranks run the same
@@ -164,12 +161,12 @@ def _plan(suite, cells: list, args) -> bool:
         plan = gather(suite, cells, settings, results_dir_for(suite, args.results))
     except Exception as err:  # the plan informs; a model it cannot size fails in its cell as before
         print(f"plan: not available ({type(err).__name__}: {err})", file=sys.stderr)
-        return True
+        plan = None
     if args.dry_run:
-        print(format_plan(plan))
-    elif plan.problems:
+        print(format_plan(plan) if plan else "", f"{len(cells)} cells", sep="\n")
+    elif plan and plan.problems:
         print(format_plan(plan), file=sys.stderr)
-    return not plan.problems
+    return not (plan and plan.problems)
 
 
 def _export_fit(cells: list, args, accelerator: str) -> int:

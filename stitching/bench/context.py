@@ -168,7 +168,10 @@ class CellContext:
                 raise CacheFullError(f"{split} split: {cache._full_message(nbytes)}")
             stream = True
         if stream:
-            images = self._images.setdefault(json.dumps([dataset, split, subset]), ImageBatches(data))
+            key = json.dumps([dataset, split, subset])
+            if key not in self._images:  # decoding threads: the datamodule's loader workers
+                self._images[key] = ImageBatches(data, getattr(datamodule, "num_workers", 0))
+            images = self._images[key]
             return StreamedActivations(
                 images, front, sample_shape, self.device, cache.dtype, self.speed.autocast
             )

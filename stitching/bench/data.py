@@ -90,9 +90,13 @@ class DatasetFacts:
     """Images per class of each split (empty: unknown)."""
     note: str = ""
     """Where the facts come from when the data is not here."""
+    num_classes: int | None = None
+    """Classes (from the data, or the suite's ``activations.num_classes`` when the data is not here)."""
 
 
-def describe_dataset(spec: dict[str, Any], expected_sizes: dict[str, int] | None = None) -> DatasetFacts:
+def describe_dataset(
+    spec: dict[str, Any], expected_sizes: dict[str, int] | None = None, num_classes: int | None = None
+) -> DatasetFacts:
     """The dataset's input size, split sizes and class counts, from the data when it is on this machine
     (nothing downloaded, no image decoded but one), else from ``expected_sizes`` and the preprocessing
     config in its ``init_args``."""
@@ -108,12 +112,13 @@ def describe_dataset(spec: dict[str, Any], expected_sizes: dict[str, int] | None
         note = f"data not here ({str(err).splitlines()[0]}); " + (
             "sizes from activations.split_sizes" if sizes else "sizes unknown: set activations.split_sizes"
         )
-        return DatasetFacts(_configured_input_size(spec.get("init_args", {})), sizes, {}, note)
+        return DatasetFacts(_configured_input_size(spec.get("init_args", {})), sizes, {}, note, num_classes)
     num_classes = datamodule.num_classes
     return DatasetFacts(
         tuple(datasets["test"][0][0].shape),
         {split: len(ds) for split, ds in datasets.items()},
         {split: class_counts(dataset_targets(ds), num_classes) for split, ds in datasets.items()},
+        num_classes=num_classes,
     )
 
 

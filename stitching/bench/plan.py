@@ -64,6 +64,9 @@ class CellCost:
     """Images through a frozen front for this cell (first computations and streamed passes)."""
     back_images: int
     """Images through the target back (training steps, validation and test scoring, every adapter)."""
+    memory_bytes: int = 0
+    """Bytes of the cached activations this cell holds in memory at once (the cache's budget bounds what
+    it keeps between cells; a running cell keeps what it reads)."""
     done: bool = False
     estimate_s: float | None = None
 
@@ -185,6 +188,15 @@ def make_plan(
     plan.activations = list(costs.values())
     plan.problems = _problems(plan, cells, shapes, facts)
     plan.estimate_from = _estimate(plan, cells, list(records))
+    if any(c.config.train_per_class for c in cells) and not (facts.class_counts or facts.num_classes):
+        plan.notes.append("training subsets counted as whole splits: set activations.num_classes")
+    largest = max((c.memory_bytes for c in plan.cells if not c.done), default=0)
+    if largest > settings.memory_gb * GIB:
+        plan.notes.append(
+            f"a cell holds up to {_size(largest)} of cached activations in memory while it runs, more than "
+            "--cache.memory_gb (which bounds what is kept between cells): the machine needs that much per "
+            "process, or lower --cache.memory_gb so that more goes to disk"
+        )
     if not facts.sizes:
         plan.notes.append(f"split sizes unknown: bytes and places not computed ({facts.note})")
     elif facts.note:
@@ -194,16 +206,15 @@ def make_plan(
 
 def _cell_sizes(config: CellConfig, facts: DatasetFacts) -> dict[str, int]:
     sizes = dict(facts.sizes)
-    if config.train_per_class and facts.sizes:
-        classes = len(facts.class_counts.get("train", [])) or None
-        if classes:
-            sizes["train"] = config.train_per_class * classes
+    classes = len(facts.class_counts.get("train", [])) or facts.num_classes
+    if config.train_per_class and sizes.get("train") is not None and classes:
+        sizes["train"] = config.train_per_class * classes
     return sizes
 
 
 def _place_cell(cell, shapes, sizes, policy: CachePolicy, costs, done: bool, stream_train: bool) -> CellCost:
     config = cell.config
-    front, streamed_train = 0, False
+    front, held, streamed_train = 0, 0, False
     for need in _needs(config, shapes):
         samples = sizes.get(need.split)
         cost = costs.setdefault(
@@ -220,13 +231,14 @@ def _place_cell(cell, shapes, sizes, policy: CachePolicy, costs, done: bool, str
                 cost.front_passes += 1
                 front += samples
         cost.place = place if cost.place in ("unknown", place) else f"{cost.place}+{place}"
+        held += cost.nbytes if place == "memory" else 0
         if place == "streamed":
             passes = _streamed_passes(config, need)
             cost.front_passes += passes
             front += passes * samples
             streamed_train |= need.split == "train"
     path = "streamed" if streamed_train else "cached"
-    return CellCost(cell.cell_id, cell.describe(), path, front, _back_images(config, sizes), done)
+    return CellCost(cell.cell_id, cell.describe(), path, front, _back_images(config, sizes), held, done)
 
 
 def _problems(plan: Plan, cells: Sequence[Cell], shapes, facts: DatasetFacts) -> list[str]:
@@ -384,11 +396,14 @@ def format_plan(plan: Plan) -> str:
             f"{a.place}  ({a.front_passes}, {a.cells})"
         )
     pending = [c for c in plan.cells if not c.done]
+    again = sum(max(0, a.front_passes - 1) for a in plan.activations if a.place == "memory")
     lines.append(
-        f"total: {len(plan.cells)} cells ({len(pending)} to run); activations in memory "
-        f"{_size(plan.bytes_in('memory'))}, on disk {_size(plan.bytes_in('disk'))}, streamed "
+        f"total: {len(plan.cells)} cells ({len(pending)} to run); activations cached in memory "
+        f"{_size(plan.bytes_in('memory'))} in all (at most {s.memory_gb:g} GiB kept between cells; {again} "
+        f"recomputed after eviction), on disk {_size(plan.bytes_in('disk'))}, streamed "
         f"{_size(plan.bytes_in('streamed'))} (never stored); front {sum(c.front_images for c in pending):,} "
-        f"images, back {sum(c.back_images for c in pending):,} images"
+        f"images, back {sum(c.back_images for c in pending):,} images; the largest cell holds "
+        f"{_size(max((c.memory_bytes for c in pending), default=0))} in memory while it runs"
     )
     estimate = plan.estimate_s
     lines.append(
@@ -413,7 +428,7 @@ def gather(suite: Any, cells: Sequence[Cell], settings: CacheSettings, results_d
     from stitching.bench.store import ResultStore
 
     settings = replace(settings, path=settings.path or suite.activations.path)
-    facts = describe_dataset(suite.dataset, suite.activations.split_sizes)
+    facts = describe_dataset(suite.dataset, suite.activations.split_sizes, suite.activations.num_classes)
     shapes = {}
     for cell in cells:
         c = cell.config
@@ -427,7 +442,13 @@ def gather(suite: Any, cells: Sequence[Cell], settings: CacheSettings, results_d
 @cache
 def activation_shape(name: str, cut: str, input_size: tuple[int, ...] | None) -> tuple[int, ...]:
     """One sample's activation shape at ``cut`` of an untrained ``name`` for inputs of ``input_size``."""
+    import timm
+
+    from stitching.bench.grid import model_cuts
     from stitching.cuts import get_cut
     from stitching.models import create_model
 
+    default = getattr(timm.models.get_pretrained_cfg(name), "input_size", None)
+    if input_size is None or tuple(input_size) == default:  # the suite's validation built it already
+        return tuple(next(c for c in model_cuts(name) if c.name == cut).spec.shape)
     return tuple(get_cut(create_model(name, pretrained=False), cut, input_size).spec.shape)

@@ -97,6 +97,8 @@ class ActivationSettings:
     split_sizes: dict[str, int] = field(default_factory=dict)
     """Images per split (``train``, ``val``, ``test``) for the plan when the dataset is not on this machine
     (e.g. planning an ImageNet suite on a login node)."""
+    num_classes: int | None = None
+    """Classes, for the plan of a training subset when the dataset is not on this machine."""
 
 
 Control = Literal["random_source", "clustered_noise"]

@@ -4,6 +4,7 @@ path, so that ``stitching fit`` and ``stitching bench`` fit the same least-squar
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 
 import torch
@@ -47,11 +48,13 @@ def activation_spec(activation: torch.Tensor, cut: CutPoint) -> ActivationSpec:
 class ImageBatches:
     """The images of a dataset by index, the last batch remembered: the fronts that stream from the same
     split in one training step (the stitched source, the random-source control, the target) load and
-    decode each image once."""
+    decode each image once. With ``workers`` > 1 a batch's images are loaded by that many threads (image
+    decoding and resizing release the GIL), so no worker process is started per batch."""
 
-    def __init__(self, dataset: Dataset) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, workers: int = 0) -> None:
+        self.dataset, self.workers = dataset, workers
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -60,7 +63,13 @@ class ImageBatches:
         """The images at ``idx`` (1-d indices), stacked."""
         if self._last is not None and torch.equal(self._last[0], idx):
             return self._last[1]
-        images = torch.stack([self.dataset[i][0] for i in idx.tolist()])
+        indices = idx.tolist()
+        if self.workers > 1 and len(indices) > 1:
+            self._pool = self._pool or ThreadPoolExecutor(self.workers, thread_name_prefix="images")
+            samples = list(self._pool.map(self.dataset.__getitem__, indices))
+        else:
+            samples = [self.dataset[i] for i in indices]
+        images = torch.stack([sample[0] for sample in samples])
         self._last = (idx.clone(), images)
         return images
 
