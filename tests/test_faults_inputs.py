@@ -203,3 +203,105 @@ def test_vit_cuts_at_the_models_own_input_size(name, options):
         for cut in cuts:
             front, back = split_model(model, cut)
             torch.testing.assert_close(back(front(x)), expected, msg=f"cut {cut.name}")
+
+
+# --- the command line -----------------------------------------------------------------------------------
+
+
+def test_a_depth_given_as_text_is_a_depth():
+    from stitching.cuts import get_cut
+    from stitching.models import create_model
+    from stitching.modules import StitchModule
+    from stitching.zoo import ModelSource
+
+    model = create_model("mini_resnet")
+    assert get_cut(model, "0.5") == get_cut(model, 0.5)
+    with pytest.raises(ValueError, match=r"unknown cut 'layer9'.*or a depth in \[0, 1\]"):
+        get_cut(model, "layer9")
+    with pytest.raises(ValueError, match=r"depth in \[0, 1\].*got 1.5"):
+        get_cut(model, "1.5")
+    module = StitchModule(ModelSource("mini_resnet"), ModelSource("mini_resnet", seed=1), source_cut="0.5")
+    assert module.source_cut == get_cut(model, 0.5)
+
+
+def _bad_checkpoints(folder) -> dict:
+    """Files that are not loadable checkpoints, by what is wrong with them."""
+    import pickle
+
+    folder.mkdir()
+    good = folder / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, good)
+    files = {
+        "random": os.urandom(1000),
+        "empty": b"",
+        "text": b"seed_everything: 0\n",
+        "truncated": good.read_bytes()[: good.stat().st_size // 2],
+        "pickle4": pickle.dumps(print),  # a pickle, but not torch's: foreign bytes to the weights-only reader
+    }
+    torch.save({"hook": print}, folder / "code.ckpt")  # names a function: refused, never unpickled
+    paths = {"code": folder / "code.ckpt"}
+    for name, data in files.items():
+        paths[name] = folder / f"{name}.ckpt"
+        paths[name].write_bytes(data)
+    return paths
+
+
+def test_checkpoint_errors_name_the_file_and_what_is_wrong(tmp_path):
+    from stitching.models import CheckpointError, read_checkpoint
+
+    for name, path in _bad_checkpoints(tmp_path / "ck").items():
+        with pytest.raises(CheckpointError) as err:
+            read_checkpoint(path)
+        message = str(err.value)
+        assert str(path) in message and "\n" not in message
+        assert ("refused" if name == "code" else "corrupt or not a checkpoint") in message
+
+
+def test_refused_ckpt_path_is_one_line(tiny_recipe, tmp_path, capsys, monkeypatch):
+    from stitching.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    paths = _bad_checkpoints(tmp_path / "ck")
+    for name in ("random", "truncated", "code"):  # every kind goes through read_checkpoint (above)
+        path = paths[name]
+        with pytest.raises(SystemExit) as exit_info:
+            main(["test", "--config", tiny_recipe, f"--ckpt_path={path}"])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: --ckpt_path: {str(path)!r}") and "Traceback" not in err, name
+
+
+def test_unknown_model_leaves_nothing_in_the_model_store(tmp_path, monkeypatch):
+    from stitching.models import UnknownModelError
+    from stitching.zoo import ModelSource, load_model
+
+    monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(UnknownModelError, match="unknown model 'mini_resnt'; did you mean mini_resnet"):
+        load_model(ModelSource("mini_resnt", train=TINY_TRAIN))
+    assert not (tmp_path / "cache").exists()
+
+
+def _bench_error(capsys, *args) -> str:
+    from stitching.cli import main
+
+    assert main(["bench", *map(str, args)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    return err
+
+
+def test_bench_options_that_cannot_work_here_fail_once_before_any_cell(tmp_path, capsys, write_suite):
+    suite = write_suite(tmp_path / "s.yaml")
+    results = tmp_path / "results"
+    err = _bench_error(capsys, suite, "--results", results, "--no-wait")
+    assert "drop --no-wait (or use --executor slurm)" in err
+    if not torch.cuda.is_available():
+        err = _bench_error(capsys, suite, "--results", results, "--trainer.accelerator", "cuda")
+        assert "torch sees 0 here" in err and "--trainer.accelerator cpu" in err
+    assert not results.exists(), "nothing ran"
+
+
+def test_a_misspelled_seed_placeholder_is_found_by_the_dry_run(tmp_path, capsys, write_suite):
+    models = {"r": {"name": "mini_resnet", "checkpoint": str(tmp_path / "r_{sed}.ckpt"), "seeds": [0]}}
+    err = _bench_error(capsys, write_suite(tmp_path / "s.yaml", models=models), "--dry-run")
+    assert "models.r.checkpoint" in err and "not a valid template" in err and "{seed}" in err

@@ -33,7 +33,7 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
                 raise
             return torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        if "Unsupported global" in str(err):  # a class or function by name: code, not data
             raise CheckpointError(
                 f"{str(path)!r} is not a checkpoint of weights: it pickles Python objects, which are never "
                 "loaded (refused); save a state_dict with torch.save(model.state_dict(), path)"
