@@ -34,6 +34,7 @@ def _lazy(module: str, function: str) -> Callable[[list[str]], int | None]:
 # Imported on use so that `stitching fit` does not pay for the benchmark machinery.
 COMMANDS: dict[str, Callable[[list[str]], int | None]] = {
     "bench": _lazy("stitching.bench.commands", "bench_main"),
+    "align": _lazy("stitching.prh.commands", "align_main"),
     "leaderboard": _lazy("stitching.bench.commands", "leaderboard_main"),
     "sweep": _lazy("stitching.tracking", "sweep_main"),
 }

@@ -171,3 +171,25 @@ def test_write_alignment_writes_matrices_heatmaps_and_layer_maps(tmp_path):
         assert (tmp_path / name).is_file() and (tmp_path / name) in written
     with pytest.raises(ValueError, match="missing"):
         write_alignment(tmp_path, result, order=["p"])
+
+
+@pytest.mark.parametrize("dense_limit", [4096, 10])
+def test_mutual_knn_fast_path_equals_permutation_test_max(dense_limit, monkeypatch):
+    from stitching.metrics import permutation_test_max
+    from stitching.prh import knn_layers
+
+    monkeypatch.setattr(knn_layers, "_DENSE_LIMIT", dense_limit)  # 10: the sorted-keys lookup
+    torch.manual_seed(3)
+    base = torch.randn(80, 5)
+    a = _set("a", [base + torch.randn(80, 5), torch.randn(80, 7)])
+    b = _set("b", [torch.randn(80, 3), base @ _rotation(5) + 0.5 * torch.randn(80, 5), torch.randn(80, 4)])
+    settings = AlignSettings(n_permutations=40, topk=7, seed=5)
+    fast = pair_alignment(a, b, "mutual_knn", settings)
+    xs, ys = prepare(a, settings), prepare(b, settings)
+    reference = permutation_test_max(
+        "mutual_knn", xs, ys, n_permutations=40, seed=5, metric_kwargs={"topk": 7}
+    )
+    assert torch.allclose(fast.scores, reference.scores, atol=1e-12)
+    assert fast.best_pair == reference.best_pair
+    for value in ("score", "p_value", "null95", "threshold", "calibrated"):
+        assert getattr(fast, value) == pytest.approx(getattr(reference, value), abs=1e-12)

@@ -3,15 +3,19 @@
 API (shape as in the PRH plan; changes from it are listed here):
 
 - ``AlignSettings``: metrics, topk, prh_protocol, clip_quantile, exact_quantile, n_permutations, seed,
-  alpha, pairs (``"all"`` or ``"cross_modal"``). ``n_permutations=0`` skips calibration (p etc. NaN).
+  alpha, pairs (``"all"`` or ``"cross_modal"``), device. ``n_permutations=0`` skips calibration (p etc.
+  NaN).
 - ``prepare(fs, settings) -> list[Tensor]``: the layers as the metric sees them (PRH protocol or as given).
-- ``pair_alignment(a, b, metric, settings) -> PairAlignment``: layer x layer ``scores``, ``best_pair``,
-  ``best_layers``, ``score``, ``p_value``, ``null95``, ``threshold``, ``calibrated`` (the best against the
-  null of the max over layer pairs, :func:`stitching.metrics.permutation_test_max`).
+- ``pair_alignment(a, b, metric, settings, prepared=None) -> PairAlignment``: layer x layer ``scores``,
+  ``best_pair``, ``best_layers``, ``score``, ``p_value``, ``null95``, ``threshold``, ``calibrated`` (the
+  best against the null of the max over layer pairs, :func:`stitching.metrics.permutation_test_max`).
 - ``alignment_matrices(sets, settings) -> AlignmentResult``: ``.matrix(metric, value)`` is an N x N
   DataFrame (value: ``score``, ``calibrated``, ``p_value``, ``null95``); ``.table()`` one row per pair and
   metric; ``.layer_table()`` every layer pair's score; ``.pairs[(metric, a, b)]`` the PairAlignment.
-- ``write_alignment(outdir, result, order=None)``: CSVs and heatmaps (``order``: names, e.g. by competence).
+- ``write_alignment(outdir, result, order=None, layer_plots=True)``: CSVs and heatmaps (``order``: names,
+  e.g. by competence).
+- ``informative(fs)``: ``fs`` without layers that are the same for every sample (``alignment_matrices``
+  applies it, with a warning).
 - ``sweep(sets, settings, ks, ns, repeats=1) -> DataFrame``: alignment as a function of k and n.
 
 PRH protocol (minyoungg/platonic-rep, ``measure_alignment.prepare_features`` and ``compute_score``): each
@@ -26,6 +30,7 @@ falls as n grows (arXiv 2604.18572): hence ``sweep``.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache
@@ -39,7 +44,9 @@ from torch import Tensor
 
 from stitching._utils import atomic_write
 from stitching.metrics import get_metric, permutation_test_max
+from stitching.metrics.permutation import _permutations, _statistics
 from stitching.prh.features import FeatureSet
+from stitching.prh.knn_layers import knn_lists, mutual_knn_max_null, mutual_knn_scores
 
 PairMode = Literal["all", "cross_modal"]
 VALUES = ("score", "calibrated", "p_value", "null95", "threshold")
@@ -72,6 +79,8 @@ class AlignSettings:
     alpha: float = 0.05
     pairs: PairMode = "all"
     """``all`` pairs of sets, or ``cross_modal`` (vision x text) only, as the paper's matrix."""
+    device: str = "cpu"
+    """Where the metrics run (``cuda`` for large n and many layers)."""
 
     def __post_init__(self) -> None:
         for metric in self.metrics:
@@ -129,7 +138,7 @@ def clip_outliers(feats: Tensor, q: float = 0.95, exact: bool = False) -> Tensor
 
 def prepare(fs: FeatureSet, settings: AlignSettings) -> list[Tensor]:
     """The layers as the metrics see them: float32 as given, or clipped and L2-normalised (PRH protocol)."""
-    layers = [f.float() for f in fs.features]
+    layers = [f.to(settings.device, torch.float32) for f in fs.features]
     if not settings.prh_protocol:
         return layers
     q, exact = settings.clip_quantile, settings.exact_quantile
@@ -171,9 +180,53 @@ class PairAlignment:
         }
 
 
+class Prepared:
+    """One feature set's prepared layers, with their k-NN lists found once per k (the mutual_knn path)."""
+
+    def __init__(self, layers: list[Tensor]) -> None:
+        self.layers = layers
+        self._lists: dict[int, list[Tensor]] = {}
+
+    def knn(self, topk: int) -> list[Tensor]:
+        if topk not in self._lists:
+            self._lists[topk] = knn_lists(self.layers, topk)
+        return self._lists[topk]
+
+
 def _raw_scores(metric: str, xs: list[Tensor], ys: list[Tensor], kwargs: dict) -> Tensor:
     info = get_metric(metric)
     return torch.tensor([[info(x, y, **kwargs) for y in ys] for x in xs], dtype=torch.float64)
+
+
+def _best(scores: Tensor, metric: str) -> tuple[int, int]:
+    sign = 1.0 if get_metric(metric).higher_is_better else -1.0
+    flat = int((sign * scores).flatten().argmax())
+    return flat // scores.shape[1], flat % scores.shape[1]
+
+
+def _mutual_knn(x: Prepared, y: Prepared, settings: AlignSettings) -> tuple[Tensor, list[float]]:
+    """Layer-pair scores and max-null statistics of mutual_knn from each layer's k-NN lists (found once)."""
+    lists_x, lists_y = x.knn(settings.topk), y.knn(settings.topk)
+    scores = mutual_knn_scores(lists_x, lists_y)
+    if not settings.n_permutations:
+        return scores, [float(scores.max()), *[float("nan")] * 4]
+    n = lists_x[0].shape[0]
+    perms = _permutations(n, settings.n_permutations, settings.seed, lists_x[0].device)
+    null = mutual_knn_max_null(lists_x, lists_y, perms)
+    stats = _statistics(float(scores.max()), null, get_metric("mutual_knn"), settings.alpha)
+    return scores, [stats[k] for k in ("score", "p_value", "null95", "threshold", "calibrated")]
+
+
+def _generic(xs: list[Tensor], ys: list[Tensor], metric: str, settings: AlignSettings):
+    kwargs = settings.metric_kwargs(metric)
+    if not settings.n_permutations:
+        scores = _raw_scores(metric, xs, ys, kwargs)
+        return scores, [float(scores[_best(scores, metric)]), *[float("nan")] * 4]
+    result = permutation_test_max(
+        metric, xs, ys, n_permutations=settings.n_permutations, seed=settings.seed, alpha=settings.alpha,
+        metric_kwargs=kwargs,
+    )  # fmt: skip
+    return result.scores, [result.score, result.p_value, result.null95, result.threshold, result.calibrated]
 
 
 def pair_alignment(
@@ -181,30 +234,24 @@ def pair_alignment(
     b: FeatureSet,
     metric: str,
     settings: AlignSettings,
-    prepared: tuple[list[Tensor], list[Tensor]] | None = None,
+    prepared: tuple[list[Tensor] | Prepared, list[Tensor] | Prepared] | None = None,
 ) -> PairAlignment:
     """Score ``metric`` at every layer pair of ``a`` and ``b``; calibrate the best against the max-null.
 
     ``prepared``: the two sides already passed through :func:`prepare` (saves repeating it per pair).
+    mutual_knn takes a fast path (each layer's k-NN lists once; the same numbers as
+    ``permutation_test_max``); other metrics go through ``permutation_test_max``.
     """
     if a.n != b.n:
         raise ValueError(f"{a.name} has {a.n} samples and {b.name} {b.n}: feature sets must share samples")
     check_samples(a.n, replace(settings, metrics=(metric,)), f"{a.name} vs {b.name}")
-    xs, ys = prepared or (prepare(a, settings), prepare(b, settings))
-    kwargs = settings.metric_kwargs(metric)
-    sign = 1.0 if get_metric(metric).higher_is_better else -1.0
-    if settings.n_permutations:
-        result = permutation_test_max(
-            metric, xs, ys, n_permutations=settings.n_permutations, seed=settings.seed,
-            alpha=settings.alpha, metric_kwargs=kwargs,
-        )  # fmt: skip
-        scores, best = result.scores, result.best_pair
-        stats = [result.score, result.p_value, result.null95, result.threshold, result.calibrated]
+    sides = prepared or (prepare(a, settings), prepare(b, settings))
+    x, y = (s if isinstance(s, Prepared) else Prepared(s) for s in sides)
+    if metric == "mutual_knn":
+        scores, stats = _mutual_knn(x, y, settings)
     else:
-        scores = _raw_scores(metric, xs, ys, kwargs)
-        flat = int((sign * scores).flatten().argmax())
-        best = (flat // scores.shape[1], flat % scores.shape[1])
-        stats = [float(scores[best]), *[float("nan")] * 4]
+        scores, stats = _generic(x.layers, y.layers, metric, settings)
+    best = _best(scores, metric)
     return PairAlignment(
         a.name, b.name, metric, scores, best, (a.layers[best[0]], b.layers[best[1]]), *stats, n=a.n
     )
@@ -274,10 +321,31 @@ def check_sets(sets: Sequence[FeatureSet], settings: AlignSettings) -> None:
         raise ValueError("pairs='cross_modal' needs both vision and text feature sets")
 
 
+def informative(fs: FeatureSet) -> FeatureSet:
+    """``fs`` without its layers whose rows all point one way (e.g. a ViT's class token before the first
+    block: the same for every image), which no metric can score; warns naming them."""
+    keep = []
+    for feats in fs.features:
+        unit = torch.nn.functional.normalize(feats.double(), dim=1)
+        keep.append(bool((unit - unit.mean(0)).norm() > 1e-6 * unit.norm()))
+    if all(keep):
+        return fs
+    dropped = [n for n, k in zip(fs.layers, keep, strict=True) if not k]
+    if not any(keep):
+        raise ValueError(f"{fs.name}: every layer is constant across samples ({dropped}); nothing to align")
+    warnings.warn(f"{fs.name}: layers {dropped} are the same for every sample; left out", stacklevel=2)
+    layers = [(n, f) for n, f, k in zip(fs.layers, fs.features, keep, strict=True) if k]
+    info = {**fs.info, "constant_layers": dropped}
+    return FeatureSet(fs.name, fs.modality, [n for n, _ in layers], [f for _, f in layers], info)
+
+
 def alignment_matrices(sets: Sequence[FeatureSet], settings: AlignSettings) -> AlignmentResult:
-    """Score every pair of ``sets`` (each unordered pair once for symmetric metrics) with every metric."""
+    """Score every pair of ``sets`` (each unordered pair once for symmetric metrics) with every metric.
+
+    Layers that are the same for every sample are left out first (:func:`informative`)."""
     check_sets(sets, settings)
-    prepared = [prepare(s, settings) for s in sets]
+    sets = [informative(s) for s in sets]
+    prepared = [Prepared(prepare(s, settings)) for s in sets]
     result = AlignmentResult(
         [s.name for s in sets],
         settings,
@@ -332,11 +400,11 @@ def sweep(
 
 
 def write_alignment(
-    outdir: str | Path, result: AlignmentResult, order: Sequence[str] | None = None
+    outdir: str | Path, result: AlignmentResult, order: Sequence[str] | None = None, layer_plots: bool = True
 ) -> list[Path]:
     """Write per metric ``<metric>_{score,calibrated,p_value}.csv`` and ``<metric>.png`` (raw and calibrated
-    heatmaps, rows/columns in ``order``), ``pairs.csv``, ``layers.csv`` and one layer-by-layer heatmap per
-    pair under ``layers/``. Returns the paths written."""
+    heatmaps, rows/columns in ``order``), ``pairs.csv``, ``layers.csv`` and (``layer_plots``) one
+    layer-by-layer heatmap per pair under ``layers/<metric>/``. Returns the paths written."""
     from stitching.prh.align_plots import plot_layer_scores, plot_matrices
 
     out = Path(outdir)
@@ -359,7 +427,7 @@ def write_alignment(
     written.append(atomic_write(out / "pairs.csv", result.table().to_csv(index=False, float_format="%.6g")))
     layers = result.layer_table()
     written.append(atomic_write(out / "layers.csv", layers.to_csv(index=False, float_format="%.6g")))
-    for pair, la, lb in result._layer_names():
+    for pair, la, lb in result._layer_names() if layer_plots else []:
         path = out / "layers" / pair.metric / f"{pair.a}__{pair.b}.png"
         written.append(plot_layer_scores(path, pair.scores.numpy(), la, lb, pair.best_pair, _title(pair)))
     return written
