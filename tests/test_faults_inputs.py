@@ -305,3 +305,41 @@ def test_a_misspelled_seed_placeholder_is_found_by_the_dry_run(tmp_path, capsys,
     models = {"r": {"name": "mini_resnet", "checkpoint": str(tmp_path / "r_{sed}.ckpt"), "seeds": [0]}}
     err = _bench_error(capsys, write_suite(tmp_path / "s.yaml", models=models), "--dry-run")
     assert "models.r.checkpoint" in err and "not a valid template" in err and "{seed}" in err
+
+
+# --- degenerate activations: the cases the metric tests leave out -------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ridge_r2_refuses_an_all_zero_held_out_target(dtype):
+    from stitching.metrics import DegenerateActivationError
+    from stitching.metrics.functional import ridge_r2
+
+    g = torch.Generator().manual_seed(0)
+    x, y, x_test = (torch.randn(n, 4, generator=g, dtype=dtype) for n in (30, 30, 10))
+    for y_test in (torch.zeros(10, 4, dtype=dtype), torch.full((10, 4), 0.1, dtype=dtype)):
+        with pytest.raises(DegenerateActivationError, match="y_test is constant"):
+            ridge_r2(x, y, x_test=x_test, y_test=y_test)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("case", ["constant", "zeros", "identical rows", "nan", "inf"])
+def test_streaming_metrics_reject_degenerate_inputs_on_either_side_over_batches(case, dtype):
+    from stitching.metrics import CKNNA, DebiasedCKA, DegenerateActivationError, LinearCKA, MutualKNN
+
+    g = torch.Generator().manual_seed(1)
+    good = torch.randn(24, 5, generator=g, dtype=dtype)
+    bad = {
+        "constant": torch.full((24, 5), 0.1, dtype=dtype),
+        "zeros": torch.zeros(24, 5, dtype=dtype),
+        "identical rows": torch.randn(1, 5, generator=g, dtype=dtype).expand(24, 5).clone(),
+    }.get(case)
+    if bad is None:
+        bad = torch.randn(24, 5, generator=g, dtype=dtype)
+        bad[20, 2] = float(case)  # in the second batch
+    for pair in ((bad, good), (good, bad)):
+        for metric in (LinearCKA(5), DebiasedCKA(), MutualKNN(topk=3), CKNNA(topk=3)):
+            with pytest.raises(DegenerateActivationError):
+                metric.update(pair[0][:12], pair[1][:12])
+                metric.update(pair[0][12:], pair[1][12:])
+                metric.compute()

@@ -69,8 +69,8 @@ def ridge_r2(
             raise ValueError("ridge_r2: x_test / y_test must have the same feature dims as x / y")
         x_eval = _float64(x_test, "x_test", "ridge_r2") - x_mean
         y_eval, scored = _float64(y_test, "y_test", "ridge_r2"), "y_test"
-        y_raw = torch.linalg.norm(y_eval)
         y_eval -= y_mean
+        y_raw = torch.linalg.norm(y_eval)  # the scale of what is centred below (an all-zero y_test is not 0)
     y_centred = y_eval - y_eval.mean(0, keepdim=True)
     _require_variation(y_centred, scored, "ridge_r2 (R^2 divides by its variance)", y_raw)
     residual = y_eval - _ridge_predict(x, y, x_eval, lam)
