@@ -157,3 +157,25 @@ def test_half_caches_in_memory_and_on_disk_and_the_disk_budget(tmp_path, dtype):
     full = ActivationCache(tmp_path, memory_budget_gb=0, dtype=dtype, disk_budget_gb=x.numel() * 3 / 2**30)
     with pytest.raises(CacheFullError, match="fits neither the memory budget"):
         full.get("other", batches, 40, (4, 3))  # k.npy already takes most of the disk budget
+
+
+def test_dataset_facts_come_from_the_folder_when_it_is_here_and_from_the_suite_when_not(tmp_path):
+    from PIL import Image
+
+    from stitching.bench.data import describe_dataset
+
+    for split, per_class in (("train", [3, 2]), ("val", [1, 1])):
+        for c, n in enumerate(per_class):
+            (tmp_path / split / f"c{c}").mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (40, 30)).save(tmp_path / split / f"c{c}" / f"{i}.png")
+    spec = {
+        "class_path": "stitching.data.ImageFolderDataModule",
+        "init_args": {"root": str(tmp_path), "image_size": 24},
+    }
+    here = describe_dataset(spec)
+    assert here.input_size == (3, 24, 24) and here.sizes == {"train": 5, "val": 2, "test": 2}
+    assert here.class_counts["train"] == [3, 2] and here.num_classes == 2
+    missing = {**spec, "init_args": {"root": str(tmp_path / "nowhere"), "model_name": "resnet50.a1_in1k"}}
+    away = describe_dataset(missing, {"train": 10, "val": 4, "test": 4}, num_classes=2)
+    assert away.input_size == (3, 224, 224) and away.sizes["train"] == 10 and "data not here" in away.note
