@@ -2,6 +2,7 @@
 training, bad command lines and checkpoints, cuts of ViTs at their own input size. Each case must end in a
 clear message (no traceback) or a correct result, and lose no finished work (issue 14)."""
 
+import copy
 import json
 import os
 import shutil
@@ -143,6 +144,25 @@ def test_diverged_cell_is_recorded_as_diverged_not_as_an_accuracy(cache_dir, tmp
     assert "penalty" not in record["statistics"]["intervals"]
     stored = json.loads((tmp_path / "results" / "cells" / f"{cell.cell_id}.json").read_text())
     assert stored["metrics"]["stitched_acc"] is None
+    _diverged_rows_are_flagged_and_ranked_last(record)
+
+
+def _diverged_rows_are_flagged_and_ranked_last(diverged: dict) -> None:
+    from stitching.bench.leaderboard import leaderboard, records_to_frame
+
+    def variant(cell_id, stitch_seed=0, cut=None):
+        record = copy.deepcopy(diverged)
+        record["cell_id"], record["config"]["stitch_seed"] = cell_id, stitch_seed
+        record["config"]["source_cut"] = cut or record["config"]["source_cut"]
+        record["metrics"].update(stitched_acc=0.5, penalty=0.1)
+        record["training"]["diverged_epoch"] = None
+        return record
+
+    fine_seed, other_cut = variant("seed1", stitch_seed=1), variant("othercut", cut="elsewhere")
+    board = leaderboard(records_to_frame([diverged, fine_seed, other_cut]))
+    mixed = board[board.source_cut != "elsewhere"].iloc[0]
+    assert mixed["diverged"] == 1 and mixed["n"] == 2 and "diverged (1 of 2 cells" in mixed["flag"]
+    assert mixed["rank"] > board[board.source_cut == "elsewhere"].iloc[0]["rank"]
 
 
 # --- a failure inside a cell keeps what it computed ------------------------------------------------------

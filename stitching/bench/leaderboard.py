@@ -63,6 +63,7 @@ ROW_INTERVALS = {
 """Metrics with a row interval -> the prediction names they come from (an accuracy, or a difference a - b)."""
 SELF_FLAG = "self-stitch penalty ≠ 0: harness problem?"
 UNCONVERGED_FLAG = "unconverged"
+DIVERGED_FLAG = "diverged"
 
 
 def records_to_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
@@ -102,6 +103,7 @@ def _cell_row(r: dict[str, Any]) -> dict[str, Any]:
         "recipe": recipe_label(c.get("recipe")),
         "stitch_seed": c["stitch_seed"],
         "converged": (r.get("training") or {}).get("converged"),
+        "diverged": (r.get("training") or {}).get("diverged_epoch") is not None,
         "adapter_params": r.get("adapter_params"),
         "seconds": r["timings"]["total"],
         "n_test_images": statistics.get("n_images", math.nan),
@@ -177,7 +179,7 @@ def leaderboard(frame: pd.DataFrame, store: ResultStore | None = None) -> pd.Dat
     ordered = [
         f"{m}_{s}" for m in metrics for s in ("mean", "std", "low", "high") if f"{m}_{s}" in table.columns
     ]
-    table = table[[*ordered, "unconverged", "note", "n"]].reset_index()
+    table = table[[*ordered, "unconverged", "diverged", "note", "n"]].reset_index()
     table.insert(0, "rank", _ranks(table))
     rows = [r for _, r in table.iterrows()]
     table.insert(table.columns.get_loc("unconverged"), "vs_target", [_vs_target(r) for r in rows])
@@ -200,6 +202,7 @@ def _row_summary(cells: pd.DataFrame, store: ResultStore | None) -> dict[str, An
         out[f"{metric}_low"], out[f"{metric}_high"] = float(low), float(high)
     converged = cells["converged"] if "converged" in cells else []
     out["unconverged"] = int(sum(1 for v in converged if v is not None and not _isnan(v) and not bool(v)))
+    out["diverged"] = int(sum(v is True for v in cells["diverged"])) if "diverged" in cells else 0
     notes = [n for n in cells.get("test_note", []) if isinstance(n, str) and n]
     out["note"] = notes[0] if notes else None
     return out
@@ -241,7 +244,7 @@ def _ranks(table: pd.DataFrame) -> list[int]:
     for i, r in table.iterrows():
         estimate = r["penalty_mean"]
         low, high = r.get("penalty_low", math.nan), r.get("penalty_high", math.nan)
-        if pd.isna(estimate):
+        if pd.isna(estimate) or r.get("diverged", 0) > 0:  # a diverged cell: the row is ranked last
             continue
         if pd.isna(low) or pd.isna(high):
             low = high = estimate
@@ -271,6 +274,8 @@ def _flag(row: Mapping[str, Any]) -> str:
         flags.append(SELF_FLAG)
     if row.get("unconverged", 0) > 0:
         flags.append(UNCONVERGED_FLAG)
+    if row.get("diverged", 0) > 0:
+        flags.append(f"{DIVERGED_FLAG} ({row['diverged']} of {row['n']} cells: means over the others)")
     return "; ".join(flags)
 
 
@@ -317,7 +322,8 @@ _HOW_TO_READ = (
     "per class: it carries the label and nothing else; Smith, Mannering & Marcu, ICML 2025), **control "
     "penalty** with a randomly initialised source front. **lstsq acc**: the closed-form least-squares "
     "adapter before any training. Flags: a self-stitch whose penalty interval excludes 0 (a harness "
-    "problem?), cells still improving when their epoch budget ran out (`unconverged`)."
+    "problem?), cells still improving when their epoch budget ran out (`unconverged`), cells whose adapter "
+    "training diverged (`diverged`: no accuracy; such rows are ranked last)."
 )
 
 
