@@ -41,10 +41,15 @@ def atomic_path(path: str | os.PathLike, mode: int = FILE_MODE) -> Iterator[Path
     the leftovers of a killed writer (`remove_stale_temporaries`).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name}.{_HOST}~{os.getpid()}.", suffix=".tmp", dir=path.parent
-    )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.{_HOST}~{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
+    except OSError as error:
+        if is_disk_full(error):
+            raise _disk_full(path) from error
+        raise
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -56,11 +61,15 @@ def atomic_path(path: str | os.PathLike, mode: int = FILE_MODE) -> Iterator[Path
     except BaseException as error:
         tmp.unlink(missing_ok=True)
         if is_disk_full(error, path.parent):
-            kept = f"the previous {path.name}" if path.exists() else f"nothing new ({path.name} not written)"
-            raise DiskFullError(
-                errno.ENOSPC, f"no space left on device while writing {path}; kept: {kept}, no partial file"
-            ) from error
+            raise _disk_full(path) from error
         raise
+
+
+def _disk_full(path: Path) -> DiskFullError:
+    kept = f"the previous {path.name}" if path.exists() else f"nothing new ({path.name} not written)"
+    return DiskFullError(
+        errno.ENOSPC, f"no space left on device while writing {path}; kept: {kept}, no partial file"
+    )
 
 
 def is_disk_full(error: BaseException, directory: str | os.PathLike | None = None) -> bool:

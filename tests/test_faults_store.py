@@ -12,6 +12,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -209,6 +210,13 @@ def test_a_full_disk_is_said_with_the_file_and_what_was_kept(tmp_path, monkeypat
         store.write({**before, "cell_id": "new"})
     assert store.path("abc").read_text() == text and not store.path("new").exists()
     assert sorted(p.name for p in store.cells_dir.iterdir()) == ["abc.json"], "no temporary or 0-byte file"
+
+    def no_inode(**kwargs):  # not even room for an empty file
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", no_inode)
+    with pytest.raises(DiskFullError, match=r"while writing .*other\.json; kept: nothing new"):
+        store.write({**before, "cell_id": "other"})
 
 
 def test_a_full_disk_while_writing_tables_keeps_the_previous_ones(tmp_path, monkeypatch):
