@@ -120,11 +120,11 @@ def test_vision_language_suite_runs_offline_and_reuses_cached_features(tmp_path,
         "layers/mutual_knn/vit__bert.png",
     ):
         assert (out / name).is_file()
-    cached = sorted(p.name for p in (out / "features").glob("*.npy"))
+    cached = sorted(p.name for p in (out / "work" / "features").glob("*.npy"))
     assert len(cached) == 4
     path = _suite(tmp_path, paired, text_models, sweep={}, layer_plots=False)  # the same features
     assert align_main([str(path), "--results", str(tmp_path / "results"), "--device", "cpu"]) == 0
-    assert sorted(p.name for p in (out / "features").glob("*.npy")) == cached
+    assert sorted(p.name for p in (out / "work" / "features").glob("*.npy")) == cached
     assert pd.read_csv(out / "mutual_knn_score.csv", index_col=0).equals(score)
 
 

@@ -374,8 +374,8 @@ def sweep(
     """Best-layer alignment of every pair for each k (k-NN metrics) and each sample count n.
 
     Each n draws ``repeats`` random subsets of the samples (seeded, the same rows for every set) and runs
-    the protocol on them as if they were the whole data set. Returns one row per (metric, k, n, repeat,
-    a, b) with the score, calibrated score and p-value.
+    the protocol on them as if they were the whole data set; a k that is not below n is skipped at that n.
+    Returns one row per (metric, k, n, repeat, a, b) with the score, calibrated score and p-value.
     """
     check_sets(sets, settings)
     full = sets[0].n
@@ -383,6 +383,8 @@ def sweep(
     if max(ns) > full or min(ns) < 2:
         raise ValueError(f"sweep: every n must be in [2, {full}] (the samples available), got {list(ns)}")
     ks = sorted(set(ks or [settings.topk]))
+    if min(ks) < 1 or min(ks) >= max(ns):
+        raise ValueError(f"sweep: k-NN metrics need 1 <= k < n; got ks {ks} and at most n = {max(ns)}")
     generator = torch.Generator().manual_seed(settings.seed)
     rows = []
     for n in ns:
@@ -390,9 +392,8 @@ def sweep(
             index = torch.randperm(full, generator=generator)[:n].sort().values
             subset = [s.rows(index) for s in sets]
             for metric in settings.metrics:
-                for k in ks if takes_topk(metric) else [settings.topk]:
+                for k in [k for k in ks if k < n] if takes_topk(metric) else [settings.topk]:
                     local = replace(settings, metrics=(metric,), topk=k)
-                    check_samples(n, local, f"sweep at n={n}")
                     for pair in alignment_matrices(subset, local).pairs.values():
                         k_value = k if takes_topk(metric) else None
                         rows.append({**pair.row(), "k": k_value, "repeat": repeat})

@@ -3,8 +3,8 @@
 Order of work: the suite is checked offline (names, modalities, dataset, k < n), then every text model's
 config is read (hub configs are small files) to confirm it has per-layer hidden states, then the data is
 loaded and k < n checked again on its real size; only then are models loaded, one at a time, and their
-features extracted into ``<results>/<suite>/features/`` (an ActivationCache kept on disk, so a re-run or a
-second suite on the same data and models reads them back). Results: ``stitching.prh.align.write_alignment``
+features extracted into ``<results>/<suite>/work/features/`` (an ActivationCache kept on disk, not in git,
+so a re-run reads them back). Results: ``stitching.prh.align.write_alignment``
 plus ``sweep.csv``/``sweep.png``, ``summary.json`` and a generated ``README.md``.
 """
 
@@ -175,7 +175,7 @@ def run_align_suite(suite: AlignSuite, results: str | Path, device: str = "cpu")
     if problems:
         raise SuiteError(suite.source_path or suite.name, problems)
     out = Path(results) / suite.name
-    cache = ActivationCache(out / "features", memory_budget_gb=1.0, persist=True)
+    cache = ActivationCache(out / "work" / "features", memory_budget_gb=1.0, persist=True)
     context = {"device": device, "batch_size": suite.batch_size, "cache": cache, "data": description}
     sets = extract_all(suite, data, context)
     features_s = time.perf_counter() - started

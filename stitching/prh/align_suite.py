@@ -257,6 +257,14 @@ def check_suite(suite: AlignSuite) -> int | None:
     return n
 
 
+def _stored(entry: VisionEntry) -> str:
+    """Which seeds of a store-trained entry are in the model store (the others train on first use)."""
+    from stitching.zoo import ModelSource, is_stored
+
+    missing = [s for s in entry.seeds if not is_stored(ModelSource(entry.name, train=entry.train, seed=s))]
+    return "all stored" if not missing else f"seeds {missing} not stored: trained on first use"
+
+
 def plan(suite: AlignSuite, n: int | None) -> str:
     """What a run would do, in words (printed by ``--dry-run``)."""
     keys = model_keys(suite)
@@ -270,6 +278,8 @@ def plan(suite: AlignSuite, n: int | None) -> str:
     ]
     for key, entry in suite.vision.items():
         weights = "pretrained" if entry.pretrained else entry.train or entry.checkpoint or "random init"
+        if entry.train:
+            weights += f", {_stored(entry)}"
         lines.append(f"  vision {key}: {entry.name} ({weights}; seeds {entry.seeds}; {entry.reduction})")
     for key, entry in suite.text.items():
         lines.append(f"  text   {key}: {entry.name} ({entry.pooling} pooling, {entry.dtype})")
