@@ -179,3 +179,15 @@ def test_dataset_facts_come_from_the_folder_when_it_is_here_and_from_the_suite_w
     missing = {**spec, "init_args": {"root": str(tmp_path / "nowhere"), "model_name": "resnet50.a1_in1k"}}
     away = describe_dataset(missing, {"train": 10, "val": 4, "test": 4}, num_classes=2)
     assert away.input_size == (3, 224, 224) and away.sizes["train"] == 10 and "data not here" in away.note
+
+
+def test_the_fit_path_draws_the_cells_training_subset():
+    from stitching.bench.data import build_datamodule, split_dataset
+    from stitching.data import CellDataModule
+
+    spec = {"class_path": "stitching.data.DigitsDataModule", "init_args": {}}
+    fit = CellDataModule(spec, train_per_class=5, subset_seed=2)
+    fit.setup("fit")
+    bench = split_dataset(build_datamodule(spec), "train", 5, 2)
+    assert len(bench) == 50 and fit.eval_dataset("train").indices == bench.indices
+    assert len(fit.train_dataloader().dataset) == 50

@@ -43,6 +43,7 @@ def fit_config(cell: Cell, accelerator: str = "auto") -> dict[str, Any]:
                 "dataset": c.dataset,
                 "order_seed": c.stitch_seed,
                 "batch_size": c.recipe.batch_size,
+                **_subset(c),
             },
         },
         "trainer": {
@@ -52,6 +53,13 @@ def fit_config(cell: Cell, accelerator: str = "auto") -> dict[str, Any]:
             "callbacks": _early_stopping(c.recipe.patience),
         },
     }
+
+
+def _subset(config) -> dict[str, Any]:
+    """The cell's training subset as ``CellDataModule`` arguments (none for the whole split)."""
+    if config.train_per_class is None:
+        return {}
+    return {"train_per_class": config.train_per_class, "subset_seed": config.subset_seed}
 
 
 def _early_stopping(patience: int | None) -> list[dict[str, Any]]:

@@ -237,6 +237,9 @@ def _place_cell(cell, shapes, sizes, policy: CachePolicy, costs, done: bool, str
             cost.front_passes += passes
             front += passes * samples
             streamed_train |= need.split == "train"
+    if "clustered_noise" in config.controls and not done:  # its activations are drawn in memory, per split
+        per_sample = 4 * math.prod(shapes[(config.source.name, config.source_cut)])
+        held += per_sample * sum(sizes.get(split) or 0 for split in ("train", "val", "test"))
     path = "streamed" if streamed_train else "cached"
     return CellCost(cell.cell_id, cell.describe(), path, front, _back_images(config, sizes), held, done)
 

@@ -7,10 +7,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import instantiate_class
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from stitching.core.training import EpochOrderSampler
 from stitching.data.base import ImageDataModule
+from stitching.data.subset import dataset_targets, draw_subset
 
 
 class CellDataModule(L.LightningDataModule):
@@ -22,11 +23,22 @@ class CellDataModule(L.LightningDataModule):
             its own hyperparameters are its own under LightningCLI).
         order_seed: Seed of the order of training samples (the cell's ``stitch_seed``).
         batch_size: Training samples per step (the cell's ``recipe.batch_size``).
+        train_per_class: The cell's training subset: this many images per class, drawn with ``subset_seed``
+            (:func:`stitching.data.subset.draw_subset`); None: the whole training split.
+        subset_seed: Seed of the subset's draw.
     """
 
-    def __init__(self, dataset: dict[str, Any], order_seed: int = 0, batch_size: int = 128) -> None:
+    def __init__(
+        self,
+        dataset: dict[str, Any],
+        order_seed: int = 0,
+        batch_size: int = 128,
+        train_per_class: int | None = None,
+        subset_seed: int = 0,
+    ) -> None:
         super().__init__()
         self.spec, self.order_seed, self.batch_size = dataset, order_seed, batch_size
+        self.train_per_class, self.subset_seed = train_per_class, subset_seed
 
     @cached_property
     def dataset(self) -> ImageDataModule:
@@ -45,8 +57,14 @@ class CellDataModule(L.LightningDataModule):
         self.dataset.setup(stage)
 
     def eval_dataset(self, split: str) -> Dataset:
-        """One split with evaluation preprocessing, in its fixed order."""
-        return self.dataset.eval_dataset(split)
+        """One split with evaluation preprocessing, in its fixed order (the training subset for ``train``)."""
+        data = self.dataset.eval_dataset(split)
+        if split != "train" or self.train_per_class is None:
+            return data
+        if not hasattr(self, "_subset"):
+            targets = dataset_targets(data)
+            self._subset = draw_subset(targets, self.train_per_class, self.subset_seed, self.num_classes)
+        return Subset(data, self._subset.tolist())
 
     def train_dataloader(self) -> DataLoader:
         train = self.eval_dataset("train")
