@@ -67,11 +67,10 @@ def bench_parser() -> jsonargparse.ArgumentParser:
 
 def bench_main(argv: list[str]) -> int:
     """Run a suite (default: the digits suite), then write its leaderboard and plots."""
-    from stitching.bench.grid import expand_suite
+    from stitching.bench.grid import dataset_root_problems, load_and_expand
     from stitching.bench.leaderboard import write_leaderboard
     from stitching.bench.runner import run_suite
     from stitching.bench.runtime import runtime_from_args
-    from stitching.bench.suite import load_suite
     from stitching.launch import executor_from_args
     from stitching.launch.args import short_error
 
@@ -82,11 +81,13 @@ def bench_main(argv: list[str]) -> int:
         print(f"error: {short_error(parser, str(err))}", file=sys.stderr)
         return 2
     try:
-        suite = load_suite(args.suite)
-        cells = expand_suite(suite)
+        suite, cells = load_and_expand(args.suite)
         runtime = runtime_from_args(args)
-        if args.executor != "slurm":  # cells run on this machine: its devices, once, before any cell
+        if args.executor != "slurm":  # cells run on this machine: its devices and data, once, before any cell
             runtime.check_here()
+            missing = dataset_root_problems(suite)
+            if missing:
+                raise SuiteError(suite.source_path or suite.name, missing)
         if args.no_wait and args.executor != "slurm":
             raise ValueError(
                 f"--no-wait returns after submitting cells to a cluster; --executor {args.executor} runs "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -13,7 +15,7 @@ import yaml
 from stitching._utils import did_you_mean, stable_hash
 from stitching.adapters.config import INITS
 from stitching.bench.cell_config import BaseModel, Cell, CellConfig, SuiteRef
-from stitching.bench.suite import CONTROLS, ModelEntry, Suite, SuiteError
+from stitching.bench.suite import CONTROLS, ModelEntry, Suite, SuiteError, load_suite
 from stitching.core.training import OBJECTIVES
 
 
@@ -118,9 +120,24 @@ def _select_cuts(suite: Suite, key: str, cuts: Sequence, problems: list[str]) ->
     return chosen
 
 
-def expand_suite(suite: Suite, cut_lister: Callable[[str], Sequence] = model_cuts) -> list[Cell]:
-    """Every cell of the suite as a resolved config with its ``cell_id``; all problems raised at once."""
-    problems = validate_static(suite)
+def load_and_expand(path: str | Path) -> tuple[Suite, list[Cell]]:
+    """A suite file and its cells; unknown keys are listed with every other problem in one `SuiteError`."""
+    try:
+        suite, early = load_suite(path), []
+    except SuiteError as err:
+        if err.suite is None:  # wrong types or YAML: the rest cannot be checked yet
+            raise
+        suite, early = err.suite, err.problems
+        suite.source_path = str(path)
+    return suite, expand_suite(suite, early=early)
+
+
+def expand_suite(
+    suite: Suite, cut_lister: Callable[[str], Sequence] = model_cuts, early: Sequence[str] = ()
+) -> list[Cell]:
+    """Every cell of the suite as a resolved config with its ``cell_id``; all problems raised at once
+    (``early``: those found while parsing it)."""
+    problems = [*early, *validate_static(suite)]
     cuts_by_key: dict[str, list] = {}
     for key, entry in suite.models.items():
         try:
@@ -238,7 +255,54 @@ def _dataset_problems(dataset: dict) -> list[str]:
     # imported here: stitching.bench.data pulls in Lightning, which listing or sweeping a suite does not need
     from stitching.bench.data import dataset_problems
 
-    return dataset_problems(dataset)
+    return dataset_problems(dataset) or _dataset_argument_problems(dataset)
+
+
+def _dataset_class(dataset: dict) -> type:
+    module, _, name = dataset["class_path"].rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _dataset_argument_problems(dataset: dict) -> list[str]:
+    """Arguments the datamodule does not take (a misspelling), and required ones the suite leaves out."""
+    cls, init_args = _dataset_class(dataset), dataset.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        return [f"dataset.init_args: expected a mapping, got {init_args!r}"]
+    params = dict(inspect.signature(cls.__init__).parameters)
+    params.pop("self", None)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    problems = [
+        f"dataset.init_args: {cls.__name__} has no argument {key!r}; {did_you_mean(key, named)}"
+        f"valid: {', '.join(named)}"
+        for key in init_args
+        if key not in params and not takes_any
+    ]
+    problems += [
+        f"dataset.init_args: {cls.__name__} needs {n!r}"
+        for n in named
+        if params[n].default is inspect.Parameter.empty and n not in init_args
+    ]
+    return problems
+
+
+def dataset_root_problems(suite: Suite) -> list[str]:
+    """A dataset folder (``root``, or ``data_dir`` without ``download``) missing on this machine: checked
+    by runs whose cells run here, before any cell (a login node planning a cluster run may lack it)."""
+    try:
+        params = inspect.signature(_dataset_class(suite.dataset).__init__).parameters
+    except (ImportError, AttributeError, ValueError, KeyError):
+        return []  # reported by validate_static
+    given = suite.dataset.get("init_args") or {}
+    args = {n: p.default for n, p in params.items() if p.default is not inspect.Parameter.empty} | given
+    if args.get("download"):
+        return []
+    return [
+        f"dataset.init_args.{name}: no folder {str(args[name])!r} here; give the dataset's folder"
+        + (" or set download: true" if "download" in params else "")
+        for name in ("root", "data_dir")
+        if isinstance(args.get(name), str) and not Path(args[name]).expanduser().is_dir()
+    ]
 
 
 def _range_problems(suite: Suite) -> list[str]:

@@ -30,8 +30,10 @@ CutMode = Literal["matched", "matrix"]
 class SuiteError(ValueError):
     """A suite file has problems; the message lists all of them."""
 
-    def __init__(self, source: str, problems: list[str]) -> None:
+    def __init__(self, source: str, problems: list[str], suite: Suite | None = None) -> None:
         self.problems = problems
+        self.suite = suite
+        """The suite as parsed when its only problems were unknown keys (checked further by the grid)."""
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{source}: {len(problems)} problem(s) found before any training:\n{lines}")
 
@@ -197,7 +199,7 @@ def suite_from_dict(raw: dict[str, Any], source: str = "<dict>") -> Suite:
     problems: list[str] = []
     suite = _section(Suite, raw, "", problems)
     if problems:
-        raise SuiteError(source, problems)
+        raise SuiteError(source, problems, suite)
     return suite
 
 
