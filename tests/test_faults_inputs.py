@@ -363,3 +363,52 @@ def test_streaming_metrics_reject_degenerate_inputs_on_either_side_over_batches(
                 metric.update(pair[0][:12], pair[1][:12])
                 metric.update(pair[0][12:], pair[1][12:])
                 metric.compute()
+
+
+# --- suites: every problem at once ----------------------------------------------------------------------
+
+
+def test_a_suite_with_many_mistakes_lists_them_all_unknown_keys_included(tmp_path, capsys, write_suite):
+    missing = str(tmp_path / "nope.yaml")
+    suite = write_suite(
+        tmp_path / "bad.yaml",
+        name="../../x",
+        colour="red",
+        dataset={"class_path": "stitching.data.DigitsDataModule", "init_args": {"batchsize": 3}},
+        models={
+            "a": {"name": "mini_resnet", "seeds": [0, 0], "train": missing},
+            "b": {"name": "mini_resnet", "seeds": [0, 0], "train": missing},
+        },
+        recipe={"epochs": -1, "batch_size": 0, "lr": -0.1},
+        metric_samples=0,
+        stitch_seeds=[1, 1],
+    )
+    err = _bench_error(capsys, suite, "--dry-run")
+    assert f"{suite}: 13 problem(s)" in err
+    for expected in (
+        "unknown key 'colour'",
+        "recipe.epochs: -1",
+        "recipe.batch_size: 0",
+        "recipe.lr: -0.1",
+        "metric_samples: 0",
+        "'../../x' is not a plain directory name",
+        "stitch_seeds: [1, 1] repeats a seed",
+        "models.a.seeds: [0, 0]",
+        "models.b: the same model as models.a",
+        "models.a.train: no file",
+        "has no argument 'batchsize'; did you mean batch_size?",
+    ):
+        assert expected in err
+
+
+def test_a_missing_dataset_folder_fails_before_any_cell(tmp_path, capsys, write_suite):
+    dataset = {
+        "class_path": "stitching.data.CIFAR10DataModule",
+        "init_args": {"data_dir": str(tmp_path / "no")},
+    }
+    suite = write_suite(tmp_path / "s.yaml", dataset=dataset)
+    err = _bench_error(capsys, suite, "--results", tmp_path / "results")
+    assert (
+        f"dataset.init_args.data_dir: no folder '{tmp_path / 'no'}' here" in err and "download: true" in err
+    )
+    assert not (tmp_path / "results").exists()
