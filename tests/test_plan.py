@@ -191,3 +191,16 @@ def test_the_fit_path_draws_the_cells_training_subset():
     bench = split_dataset(build_datamodule(spec), "train", 5, 2)
     assert len(bench) == 50 and fit.eval_dataset("train").indices == bench.indices
     assert len(fit.train_dataloader().dataset) == 50
+
+
+def test_the_estimate_comes_from_finished_cells_with_the_same_models_and_cuts():
+    cells, shapes = _cells()
+    record = {"cell_id": cells[0].cell_id, "config": cells[0].config.to_dict(), "timings": {"total": 90.0}}
+    plan = make_plan(cells, shapes, FACTS, CacheSettings(memory_gb=10), [record], {cells[0].cell_id})
+    done, pending = sorted(plan.cells, key=lambda c: not c.done)
+    assert done.done and done.front_images == 0 and pending.estimate_s == 90.0 and plan.estimate_s == 90.0
+    assert "estimate: 1.5 min (mean time of 1 finished cell(s)" in format_plan(plan)
+    everything = make_plan(cells, shapes, FACTS, CacheSettings(), [record], {c.cell_id for c in cells})
+    assert "nothing to run" in format_plan(everything) and {a.place for a in everything.activations} == {
+        "done"
+    }

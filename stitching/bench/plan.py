@@ -221,6 +221,8 @@ def _place_cell(cell, shapes, sizes, policy: CachePolicy, costs, done: bool, str
             need.key, ActivationCost(need.model, need.split, samples, need.shape, config.cache_dtype)
         )
         cost.cells += 1
+        if done and cost.place == "unknown":
+            cost.place = "done"  # a finished cell needs nothing; a pending one sharing it places it below
         if done or samples is None:
             continue
         place = policy.lookup(str(need.key))
@@ -230,7 +232,7 @@ def _place_cell(cell, shapes, sizes, policy: CachePolicy, costs, done: bool, str
             if place != "streamed":
                 cost.front_passes += 1
                 front += samples
-        cost.place = place if cost.place in ("unknown", place) else f"{cost.place}+{place}"
+        cost.place = place if cost.place in ("unknown", "done", place) else f"{cost.place}+{place}"
         held += cost.nbytes if place == "memory" else 0
         if place == "streamed":
             passes = _streamed_passes(config, need)
@@ -409,11 +411,12 @@ def format_plan(plan: Plan) -> str:
         f"{_size(max((c.memory_bytes for c in pending), default=0))} in memory while it runs"
     )
     estimate = plan.estimate_s
-    lines.append(
-        f"estimate: {_duration(estimate)} ({plan.estimate_from})"
-        if estimate is not None
-        else "estimate: no estimate (no finished cells in the results directory to time from)"
-    )
+    if not pending:
+        lines.append("estimate: nothing to run (every cell has a record)")
+    elif estimate is not None:
+        lines.append(f"estimate: {_duration(estimate)} ({plan.estimate_from})")
+    else:
+        lines.append("estimate: no estimate (no finished cells in the results directory to time from)")
     lines += [f"note: {n}" for n in plan.notes]
     if plan.problems:
         lines.append(f"does not fit: {len(plan.problems)} problem(s) found before any training:")
