@@ -169,6 +169,17 @@ def _remove_leftovers(final: Path) -> None:
     remove_stale_temporaries(final, max_age_s=0.0)
 
 
+def remove_stored_locks() -> list[Path]:
+    """Remove the lock files of models already in the store (left by runs before locks were removed after
+    training): safe, since whoever waits on one finds ``metrics.json`` and leaves without training."""
+    root, removed = cache_dir(), []
+    for lock in root.glob("*.lock") if root.is_dir() else []:
+        if (root / lock.stem / "metrics.json").is_file():
+            lock.unlink(missing_ok=True)
+            removed.append(lock)
+    return removed
+
+
 def store_key(config: dict) -> str:
     """16 hex characters over the resolved training config and the versions that change its result."""
     return stable_hash({"config": config, "versions": versions()}, length=16)

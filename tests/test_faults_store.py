@@ -139,8 +139,10 @@ def test_a_leaderboard_row_never_mixes_recipes_suite_versions_or_edited_settings
     assert board["setup"].nunique() == 4  # the version is its own column
 
 
-def test_leftovers_of_killed_runs_are_removed_and_live_writes_kept(tmp_path):
+def test_leftovers_of_killed_runs_are_removed_and_live_writes_kept(tmp_path, monkeypatch):
     from stitching.bench.runner import clean_leftovers
+
+    monkeypatch.setenv("STITCHING_CACHE", str(tmp_path / "cache"))  # its activations and model store too
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True)
     dead_pid = int(dead.stdout)
@@ -175,6 +177,11 @@ def test_a_killed_base_model_training_leaves_nothing_the_next_one_keeps(tmp_path
     other.mkdir()
     zoo._remove_leftovers(final)
     assert not scratch.exists() and list(final.iterdir()) == [] and other.exists()
+    monkeypatch.setenv("STITCHING_CACHE", str(tmp_path))
+    (final / "metrics.json").write_text("{}")  # stored: its lock is an orphan
+    for key in (final.name, "fedcba9876543210"):
+        (final.parent / f"{key}.lock").touch()
+    assert zoo.remove_stored_locks() == [final.parent / f"{final.name}.lock"]  # the other may be held
 
 
 def test_an_unknown_model_leaves_no_lock_in_the_model_store(tmp_path, monkeypatch):

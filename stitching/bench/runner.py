@@ -28,7 +28,7 @@ from stitching.bench.grid import expand_suite
 from stitching.bench.runtime import Runtime
 from stitching.bench.store import ResultStore
 from stitching.bench.suite import Suite, load_suite
-from stitching.zoo import ModelSource, get_trained, is_stored
+from stitching.zoo import ModelSource, get_trained, is_stored, remove_stored_locks
 
 DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "digits.yaml"
 MIN_FREE_BYTES = 64 * 2**20
@@ -182,7 +182,7 @@ def clean_leftovers(out_dir: Path) -> list[Path]:
     folders = [out_dir, *(out_dir / sub for sub in ("cells", "predictions", "features", "claims"))]
     folders += [*(out_dir / "work").glob("*"), default_cache_dir() / "activations"]
     removed = [p for folder in folders for p in remove_stale_temporaries(folder)]
-    removed += claims.remove_stale_graves(claims.claims_dir(out_dir))
+    removed += claims.remove_stale_graves(claims.claims_dir(out_dir)) + remove_stored_locks()
     if removed:
         print(f"removed {len(removed)} leftovers of killed runs (e.g. {removed[0]})")
     return removed
