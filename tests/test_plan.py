@@ -204,3 +204,23 @@ def test_the_estimate_comes_from_finished_cells_with_the_same_models_and_cuts():
     assert "nothing to run" in format_plan(everything) and {a.place for a in everything.activations} == {
         "done"
     }
+
+
+def test_a_dry_run_plans_a_suite_whose_data_is_elsewhere(tmp_path, capsys, write_suite, monkeypatch):
+    for name in CacheSettings().to_env():
+        monkeypatch.setenv(name, "")
+    dataset = {
+        "class_path": "stitching.data.ImageFolderDataModule",
+        "init_args": {"root": str(tmp_path / "imagenet"), "image_size": 32},
+    }
+    sizes = {
+        "split_sizes": {"train": 5000, "val": 500, "test": 500},
+        "num_classes": 10,
+        "train_per_class": 100,
+    }
+    suite = write_suite(tmp_path / "away.yaml", dataset=dataset, controls=[], metrics=[], activations=sizes)
+    assert bench_main([str(suite), "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "data not here" in out and "1,000" in out and "fits the budgets" in out  # 100 per class x 10
+    assert bench_main([str(suite), "--results", str(tmp_path / "r")]) == 2  # a real run needs the folder
+    assert "no folder" in capsys.readouterr().err

@@ -85,7 +85,7 @@ def bench_main(argv: list[str]) -> int:
         runtime = runtime_from_args(args)
         if args.executor != "slurm":  # cells run on this machine: its devices and data, once, before any cell
             runtime.check_here()
-            missing = dataset_root_problems(suite)
+            missing = [] if args.dry_run else dataset_root_problems(suite)  # the plan says so, needs no data
             if missing:
                 raise SuiteError(suite.source_path or suite.name, missing)
         if args.no_wait and args.executor != "slurm":
