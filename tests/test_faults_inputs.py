@@ -142,8 +142,9 @@ def test_diverged_cell_is_recorded_as_diverged_not_as_an_accuracy(cache_dir, tmp
     assert record["metrics"]["control_acc"] is None
     assert record["metrics"]["target_acc"] > 0  # what did not diverge is still measured
     assert "penalty" not in record["statistics"]["intervals"]
-    stored = json.loads((tmp_path / "results" / "cells" / f"{cell.cell_id}.json").read_text())
-    assert stored["metrics"]["stitched_acc"] is None
+    text = (tmp_path / "results" / "cells" / f"{cell.cell_id}.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text, "no bare NaN in a record"
+    assert json.loads(text)["metrics"]["stitched_acc"] is None
     _diverged_rows_are_flagged_and_ranked_last(record)
 
 
