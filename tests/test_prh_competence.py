@@ -163,6 +163,18 @@ def test_stitching_suite_pairs_levels_and_kinds(tmp_path):
         assert abs(cell.config.source_depth - 0.5) < 0.13 and cell.config.controls == ()
 
 
+def test_classical_mds_recovers_planar_distances():
+    from stitching.prh.competence_plots import classical_mds
+
+    points = np.random.default_rng(0).normal(size=(7, 2))
+    distances = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    xy, explained = classical_mds(distances)
+    assert np.allclose(
+        np.linalg.norm(xy[:, None] - xy[None], axis=-1), distances
+    ) and explained == pytest.approx(1)
+
+
+@pytest.mark.slow
 def test_tiny_run_end_to_end(tmp_path):
     """Two tiny models (one family, two seeds, one level): store training, probes, alignment, stitching and
     every output file."""

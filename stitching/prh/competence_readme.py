@@ -162,9 +162,9 @@ def readme(
         "",
         "`models.csv` (competence and mean alignment per model), `probes.csv` (balanced probe accuracy per "
         "task), "
-        "`levels.csv`, `tests.csv`, `alignment/<metric>_{score,calibrated,p_value}.csv` and "
-        "`alignment/pairs.csv` "
-        "(every pair's best layer pair), `stitching.csv` and `stitching_tests.csv`, `stitching/` (bench "
+        "`levels.csv`, `tests.csv`, `alignment/` (per metric the N x N best-layer, calibrated and p-value "
+        "matrices as CSV and heatmap, models ordered by level; `pairs.csv`: every pair's best layer pair; "
+        "`layers.csv`: every layer pair), `stitching.csv` and `stitching_tests.csv`, `stitching/` (bench "
         "records), "
         "`train_configs/` (the levels' training configs).",
         "",

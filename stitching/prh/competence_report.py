@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from stitching._utils import atomic_write
-from stitching.prh.align import SYMMETRIC, symmetric
+from stitching.prh.align import SYMMETRIC, symmetric, write_alignment
 from stitching.prh.competence import CompetenceSuite
 from stitching.prh.competence_stats import bin_alignment, bin_difference, mean_alignment, spearman_permutation
 
@@ -77,17 +77,7 @@ def write_outputs(out: Path, suite: CompetenceSuite, result: Any) -> list[Path]:
     summary = summarise(result.models, result.alignment, metrics)
     order = list(summary["models"].sort_values(["level", "family", "seed"]).model)
     written = []
-    for metric in metrics:
-        for value in ("score", "calibrated", "p_value"):
-            frame = matrix(result.alignment, metric, value).loc[order, order]
-            written.append(
-                atomic_write(out / "alignment" / f"{metric}_{value}.csv", frame.to_csv(float_format="%.4g"))
-            )
-    written.append(
-        atomic_write(
-            out / "alignment" / "pairs.csv", result.alignment.table().to_csv(index=False, float_format="%.4g")
-        )
-    )
+    written += write_alignment(out / "alignment", result.alignment, order, layer_plots=False)
     for name in ("models", "levels", "tests"):
         written.append(
             atomic_write(out / f"{name}.csv", summary[name].to_csv(index=False, float_format="%.4g"))

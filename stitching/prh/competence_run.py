@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from stitching._utils import atomic_write
 from stitching.prh.competence import CompetenceSuite, ModelSpec, model_specs
 from stitching.prh.competence_tasks import battery_summary, probe_scores, probe_table
 
@@ -126,6 +127,15 @@ def align_models(suite: CompetenceSuite, sets: list) -> Any:
         torch.set_num_threads(threads)
 
 
+def _keep_alignment(out: Path, models: pd.DataFrame, alignment: Any) -> None:
+    """Write the alignment tables at once: the stitching part that follows may be interrupted."""
+    from stitching.prh.align import write_alignment
+
+    order = list(models.sort_values(["level", "family", "seed"]).model)
+    write_alignment(out / "alignment", alignment, order, layer_plots=False)
+    atomic_write(out / "models.csv", models.to_csv(index=False, float_format="%.4g"))
+
+
 def run_competence(suite: CompetenceSuite, out: str | Path) -> CompetenceResult:
     """The whole experiment, written to ``out`` (see the module docstring)."""
     from stitching.prh.competence_report import write_outputs
@@ -141,6 +151,7 @@ def run_competence(suite: CompetenceSuite, out: str | Path) -> CompetenceResult:
     _log(f"aligning {len(sets)} models pairwise ({', '.join(suite.alignment.metrics)})")
     alignment = align_models(suite, sets)
     timings["alignment_s"] = time.perf_counter() - started - sum(timings.values())
+    _keep_alignment(out, models, alignment)
     stitched = pd.DataFrame()
     if suite.stitching.enabled:
         from stitching.prh.competence_stitch import join_competence, run_stitching
