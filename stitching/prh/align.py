@@ -1,6 +1,12 @@
 """Alignment of many models at every layer pair, calibrated against the null of the best layer pair.
 
-API (shape as in the PRH plan; changes from it are listed here):
+Changes from the plan's sketch (PRH_API.md): ``vision_feature_set`` / ``text_feature_set`` also take
+``cache`` (an ActivationCache) and ``key`` (what names the cached entry) and text ``batch_size``; the best
+layer pair is always the max (no ``best`` option); ``AlignSettings`` gained ``pairs``, ``device``,
+``clip_quantile`` and ``exact_quantile``; ``sweep`` takes ``repeats``; ``write_alignment`` takes
+``layer_plots``; layers that are the same for every sample are dropped with a warning (``informative``).
+
+API:
 
 - ``AlignSettings``: metrics, topk, prh_protocol, clip_quantile, exact_quantile, n_permutations, seed,
   alpha, pairs (``"all"`` or ``"cross_modal"``), device. ``n_permutations=0`` skips calibration (p etc.
