@@ -90,7 +90,7 @@ def plot_embedding(path: Path, matrix: pd.DataFrame, models: pd.DataFrame, metri
     np.fill_diagonal(dissimilarity, 0.0)
     xy, explained = classical_mds(dissimilarity)
     table = models.set_index("model").loc[matrix.index]
-    styles = _family_styles(list(dict.fromkeys(table.family)))
+    styles = _family_styles(list(dict.fromkeys(models.family)))  # the suite's order, as in the other figure
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     for family, (colour, marker) in styles.items():
         where = (table.family == family).to_numpy()

@@ -43,7 +43,9 @@ def _settings(suite: CompetenceSuite, result: Any) -> list[str]:
         f"- Stitching: depth {s.depth}, kinds {s.kinds}, recipe {s.recipe.epochs} epochs, lr {s.recipe.lr}, "
         f"{s.recipe.optimizer}, adapter {s.adapter} with `lstsq` initialisation (bench records in "
         "`stitching/`).",
-        f"- Time: {t.get('total_s', 0):.0f} s ({phases}).",
+        f"- Time of this run: {t.get('total_s', 0):.0f} s ({phases}); models already in the store are not "
+        f"trained again. Training all {len(result.models)} models took "
+        f"{result.models.train_seconds.sum():.0f} s in all (the store's records; machine load not recorded).",
     ]
 
 
@@ -79,7 +81,14 @@ def _tests(summary: dict[str, pd.DataFrame]) -> list[str]:
 def _findings(summary: dict[str, pd.DataFrame]) -> list[str]:
     out = []
     for row in summary["tests"].itertuples():
-        out.append(f"- {row.metric}, {_verdict(row, row.test)}; estimate {row.difference:.3f}.")
+        low, high = getattr(row, "low", float("nan")), getattr(row, "high", float("nan"))
+        line = f"- {row.metric}, {_verdict(row, row.test)}; estimate {row.difference:.3f}"
+        if row.p < ALPHA and pd.notna(low) and low <= 0 <= high:
+            line += (
+                f", but its 95% bootstrap interval over models, [{low:.3f}, {high:.3f}], contains 0: "
+                "suggestive, not established"
+            )
+        out.append(line + ".")
     return out
 
 
@@ -99,7 +108,13 @@ def _stitching(result: Any, tests: pd.DataFrame) -> list[str]:
     note = (
         f"{excluded} of {len(cells)} cells have a penalty interval (95%, paired bootstrap over test images)"
     )
-    lines += ["", note + " that excludes 0.", ""]
+    lines += [
+        "",
+        note + " that excludes 0. A penalty is bounded by the target's accuracy above chance: a target near "
+        "chance has little to lose, and an adapter trained for the task can even beat it (negative "
+        "penalties), so penalties of weak pairs are small for a reason that is not alignment.",
+        "",
+    ]
     for row in tests.itertuples():
         verdict = (
             "not distinguishable from noise" if row.p >= ALPHA else ("falls" if row.rho < 0 else "rises")
