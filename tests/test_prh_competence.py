@@ -84,7 +84,7 @@ def test_suite_parses_and_levels_become_configs(tmp_path):
 
 
 def test_default_suite_loads():
-    suite = load_competence_suite(REPO / "benchmarks" / "digits_competence.yaml")
+    suite = load_competence_suite(REPO / "benchmarks" / "prh" / "digits_competence.yaml")
     assert set(suite.models) == {"resnet", "vit", "convnext", "mobilenet"} and suite.n_levels == 3
 
 

@@ -200,6 +200,6 @@ def test_the_prh_set_needs_datasets_and_internet_with_clear_errors(monkeypatch):
 
 
 def test_the_shipped_prh_suite_passes_a_dry_run_offline(capsys):
-    assert align_main(["benchmarks/prh_vision_language.yaml", "--dry-run"]) == 0
+    assert align_main(["benchmarks/prh/vision_language.yaml", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "15 feature sets (10 vision, 5 text), n = 1024" in out and "bigscience/bloomz-7b1" in out

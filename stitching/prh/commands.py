@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Alignment of many models at every layer pair (Platonic Representation Hypothesis), "
         "calibrated against the null of the best layer pair.",
     )
-    parser.add_argument("suite", help="alignment suite YAML (e.g. benchmarks/prh_digits_align.yaml)")
+    parser.add_argument("suite", help="alignment suite YAML (e.g. benchmarks/prh/digits_align.yaml)")
     parser.add_argument("--dry-run", action="store_true", help="check the suite offline and print the plan")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

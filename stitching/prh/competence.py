@@ -22,7 +22,7 @@ from stitching.bench.suite import SuiteError, _section, read_yaml
 from stitching.core.optim import Recipe
 from stitching.prh.competence_tasks import TASK_NAMES, TASKS
 
-DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "digits_competence.yaml"
+DEFAULT_SUITE = Path(__file__).resolve().parents[2] / "benchmarks" / "prh" / "digits_competence.yaml"
 StitchKind = Literal["cross_family", "seed_pairs"]
 
 
@@ -83,7 +83,7 @@ class StitchSpec:
 
 @dataclass
 class CompetenceSuite:
-    """The whole experiment (``benchmarks/digits_competence.yaml``)."""
+    """The whole experiment (``benchmarks/prh/digits_competence.yaml``)."""
 
     name: str
     dataset: dict[str, Any]

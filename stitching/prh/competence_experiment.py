@@ -2,7 +2,8 @@
 
 Trains the suite's families at each competence level (through the model store), measures competence (test
 accuracy, a battery of linear-probe tasks), aligns every model pair with calibrated metrics, stitches pairs
-at a matched depth, and writes CSVs, figures and a README (default suite: benchmarks/digits_competence.yaml).
+at a matched depth, and writes CSVs, figures and a README
+(default suite: benchmarks/prh/digits_competence.yaml).
 """
 
 from __future__ import annotations
